@@ -1,0 +1,378 @@
+"""AlexNet (Krizhevsky, Sutskever and Hinton, NIPS 2012) as a TensorFlow 1.x graph.
+
+"ImageNet Classification with Deep Convolutional Neural Networks", section 3:
+five convolutional layers and three fully connected ones. This graph is the
+Caffe ``bvlc_alexnet`` model, so that the converted ``bvlc_alexnet.npy`` weights
+(variables ``conv1/weights``, ``conv1/biases``, ... named like the file's keys)
+load into it. It differs from the paper where bvlc_alexnet does:
+
+* input 227x227 (the paper says 224; 227 makes conv1's 11x11/4 VALID windows fit
+  exactly: (227 - 11) / 4 + 1 = 55), BGR channel order minus the ImageNet mean
+  (see datagenerator.py, the one home of preprocessing);
+* conv2, conv4, conv5 split into 2 groups, as the paper's two GPUs did, but
+  conv3 and the FC layers see everything, like the paper's cross-GPU layers;
+* LRN comes before pooling (the paper: after ReLU, before pooling; same here) with
+  Caffe's local_size 5, alpha 1e-4, beta 0.75, k 1;
+* no softmax: ``fc8`` holds the logits.
+
+Run ``python alexnet.py`` for the course's per-layer table (computed from the
+built graph), ``--graph-dir logs/graph`` to write the graph for TensorBoard.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import sys
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+import weight_files
+
+DEFAULT_WEIGHTS_PATH = 'weights/bvlc_alexnet.npy'
+NUM_CLASSES = 1000
+LAYER_NAMES = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'fc8')
+
+# Caffe's LRN: b = a / (k + alpha / n * sum(a^2 over n=5 channels))^beta.
+# TF's lrn sums over 2 * depth_radius + 1 channels and does not divide by n.
+LRN_DEPTH_RADIUS = 2
+LRN_ALPHA = 1e-4 / 5
+LRN_BETA = 0.75
+LRN_BIAS = 1.0
+
+# One row of the layer table, recorded while the graph is built.
+Layer = collections.namedtuple(
+    'Layer', 'name kind input output kernel stride padding groups variables')
+
+
+class AlexNet(object):
+    """The bvlc_alexnet graph built on an input tensor.
+
+    Attributes:
+      conv1..conv5, fc6, fc7, fc8: layer outputs after ReLU (fc8: logits).
+      pool1, pool2, pool5: outputs of the max-pooling layers.
+      keep_prob: the dropout keep-probability placeholder (1.0 unless fed).
+      layers: the Layer records of the table, in order.
+    """
+
+    def __init__(self, x, keep_prob=None, num_classes=NUM_CLASSES, skip_layer=(),
+                 weights_path=DEFAULT_WEIGHTS_PATH):
+        """Builds the graph.
+
+        Args:
+          x: float32 tensor [batch, 227, 227, 3], BGR minus the ImageNet mean.
+          keep_prob: dropout keep-probability: a scalar tensor (the course's
+            placeholder) or None for a placeholder that defaults to 1.0, so
+            inference works without feeding it.
+          num_classes: outputs of fc8.
+          skip_layer: names of layers load_initial_weights leaves alone (the
+            layers to train from scratch).
+          weights_path: .npy or .npz file for load_initial_weights.
+        """
+        if x.shape.ndims != 4 or tuple(x.shape.as_list()[1:]) != (227, 227, 3):
+            raise ValueError('AlexNet needs input [batch, 227, 227, 3], got %s'
+                             % (x.shape,))
+        unknown = set(skip_layer) - set(LAYER_NAMES)
+        if unknown:
+            raise ValueError('skip_layer has unknown layers %s; choose from %s'
+                             % (sorted(unknown), ', '.join(LAYER_NAMES)))
+        if keep_prob is None:
+            keep_prob = tf.placeholder_with_default(1.0, shape=[], name='keep_prob')
+        self.x = x
+        self.keep_prob = keep_prob
+        self.num_classes = num_classes
+        self.skip_layer = tuple(skip_layer)
+        self.weights_path = weights_path
+        self.layers = []
+        self._build()
+        self._make_assign_ops()
+
+    def _build(self):
+        # 1st layer: conv (ReLU) -> LRN -> pool
+        self.conv1 = self._conv(self.x, 'conv1', 11, 96, 4, 'VALID')  # -> [N, 55, 55, 96]
+        norm1 = self._lrn(self.conv1, 'norm1')
+        self.pool1 = self._max_pool(norm1, 'pool1')                    # -> [N, 27, 27, 96]
+
+        # 2nd layer: conv (ReLU) -> LRN -> pool, 2 groups
+        self.conv2 = self._conv(self.pool1, 'conv2', 5, 256, 1, 'SAME', groups=2)
+        norm2 = self._lrn(self.conv2, 'norm2')                         # -> [N, 27, 27, 256]
+        self.pool2 = self._max_pool(norm2, 'pool2')                    # -> [N, 13, 13, 256]
+
+        # 3rd layer: conv (ReLU), across both groups
+        self.conv3 = self._conv(self.pool2, 'conv3', 3, 384, 1, 'SAME')  # -> [N, 13, 13, 384]
+
+        # 4th layer: conv (ReLU), 2 groups
+        self.conv4 = self._conv(self.conv3, 'conv4', 3, 384, 1, 'SAME', groups=2)
+
+        # 5th layer: conv (ReLU) -> pool, 2 groups
+        self.conv5 = self._conv(self.conv4, 'conv5', 3, 256, 1, 'SAME', groups=2)
+        self.pool5 = self._max_pool(self.conv5, 'pool5')               # -> [N, 6, 6, 256]
+
+        # 6th layer: flatten (NHWC order, as the converted weights expect) -> FC (ReLU) -> dropout
+        flattened = tf.reshape(self.pool5, [-1, 6 * 6 * 256])         # -> [N, 9216]
+        self.fc6 = self._fc(flattened, 'fc6', 4096)
+        dropout6 = self._dropout(self.fc6, 'dropout6')
+
+        # 7th layer: FC (ReLU) -> dropout
+        self.fc7 = self._fc(dropout6, 'fc7', 4096)
+        dropout7 = self._dropout(self.fc7, 'dropout7')
+
+        # 8th layer: FC, no ReLU: logits for softmax in the loss
+        self.fc8 = self._fc(dropout7, 'fc8', self.num_classes, relu=False)
+
+    def _conv(self, x, name, kernel, filters, stride, padding, groups=1):
+        """Convolution + ReLU; `groups` splits input and kernel along channels."""
+        channels = x.shape.as_list()[-1]
+        with tf.variable_scope(name):
+            weights = tf.get_variable(
+                'weights', [kernel, kernel, channels // groups, filters],
+                initializer=tf.truncated_normal_initializer(stddev=0.01))
+            biases = tf.get_variable('biases', [filters],
+                                     initializer=tf.zeros_initializer())
+            strides = [1, stride, stride, 1]
+            # Each group convolves its half of the input with its half of the filters.
+            outputs = [tf.nn.conv2d(part, kernel_part, strides, padding)
+                       for part, kernel_part in zip(tf.split(x, groups, axis=3),
+                                                    tf.split(weights, groups, axis=3))]
+            conv = outputs[0] if groups == 1 else tf.concat(outputs, axis=3)
+            output = tf.nn.relu(tf.nn.bias_add(conv, biases), name='relu')
+        self.layers.append(Layer(name, 'conv', x, output, kernel, stride, padding,
+                                 groups, (weights, biases)))
+        return output
+
+    def _fc(self, x, name, units, relu=True):
+        with tf.variable_scope(name):
+            weights = tf.get_variable('weights', [x.shape.as_list()[-1], units],
+                                      initializer=tf.truncated_normal_initializer(stddev=0.005))
+            biases = tf.get_variable('biases', [units], initializer=tf.zeros_initializer())
+            output = tf.nn.xw_plus_b(x, weights, biases)
+            if relu:
+                output = tf.nn.relu(output, name='relu')
+        self.layers.append(Layer(name, 'fc', x, output, None, None, None, 1,
+                                 (weights, biases)))
+        return output
+
+    def _lrn(self, x, name):
+        output = tf.nn.local_response_normalization(
+            x, depth_radius=LRN_DEPTH_RADIUS, alpha=LRN_ALPHA, beta=LRN_BETA,
+            bias=LRN_BIAS, name=name)
+        self.layers.append(Layer(name, 'lrn', x, output, None, None, None, 1, ()))
+        return output
+
+    def _max_pool(self, x, name):
+        # Overlapping pooling (section 3.4): 3x3 windows every 2 pixels.
+        output = tf.nn.max_pool(x, ksize=[1, 3, 3, 1], strides=[1, 2, 2, 1],
+                                padding='VALID', name=name)
+        self.layers.append(Layer(name, 'pool', x, output, 3, 2, 'VALID', 1, ()))
+        return output
+
+    def _dropout(self, x, name):
+        # rate = 1 - keep_prob: the course feeds a keep probability (0.5 to train).
+        return tf.nn.dropout(x, rate=1.0 - self.keep_prob, name=name)
+
+    def _make_assign_ops(self):
+        # Built once with the graph, so loading works after the graph is finalized
+        # and does not copy 233 MB of constants into it.
+        self._assign = {}
+        for layer in self.layers:
+            for variable in layer.variables:
+                value = tf.placeholder(variable.dtype.base_dtype, variable.shape)
+                self._assign[variable.op.name] = (value, tf.assign(variable, value))
+
+    def variables(self, layer_names=LAYER_NAMES):
+        """The weights and biases variables of the given layers, in order."""
+        return [v for layer in self.layers if layer.name in layer_names
+                for v in layer.variables]
+
+    def weight_shapes(self):
+        """{layer: (weights shape, biases shape)} of this graph."""
+        return {layer.name: tuple(tuple(v.shape.as_list()) for v in layer.variables)
+                for layer in self.layers if layer.variables}
+
+    def load_initial_weights(self, session, weights_path=None, skip_layer=None):
+        """Assigns every layer not in skip_layer from the weight file.
+
+        All shapes are checked before anything is assigned, so a bad file
+        leaves the session's variables as they were.
+
+        Args:
+          session: the session whose variables to set.
+          weights_path: .npy or .npz file; default: the one given to the constructor.
+          skip_layer: layers to leave alone; default: the constructor's.
+        Raises:
+          weight_files.WeightFileError: missing, unsafe or ill-fitting file.
+        """
+        path = weights_path or self.weights_path
+        skip_layer = self.skip_layer if skip_layer is None else tuple(skip_layer)
+        layers = weight_files.load_weights(path)
+        weight_files.check_shapes(path, layers, self.weight_shapes(), skip_layer)
+        feed, ops = {}, []
+        for name in LAYER_NAMES:
+            if name in skip_layer:
+                continue
+            for part, array in zip(('weights', 'biases'), layers[name]):
+                value, assign = self._assign[name + '/' + part]
+                feed[value] = array
+                ops.append(assign)
+        session.run(ops, feed)
+
+    def read_weights(self, session, layer_names=LAYER_NAMES):
+        """{layer: (weights, biases)} of the current values, for weight_files.save_npz."""
+        chosen = [layer for layer in self.layers if layer.variables and layer.name in layer_names]
+        values = session.run([layer.variables for layer in chosen])
+        return {layer.name: tuple(value) for layer, value in zip(chosen, values)}
+
+
+def checkpoint_of(source):
+    """The checkpoint prefix `source` names, or None if it is a weight file.
+
+    `source` may be a checkpoint prefix (model.ckpt-120), a folder with a
+    `checkpoint` index (its latest), or a fine-tuning run folder (the latest in
+    its checkpoints/ folder).
+    """
+    source = os.fspath(source)
+    if os.path.isfile(source + '.index'):
+        return source
+    for folder in (source, os.path.join(source, 'checkpoints')):
+        if os.path.isfile(os.path.join(folder, 'checkpoint')):
+            return tf.train.latest_checkpoint(folder)
+    return None
+
+
+def num_classes_of(source):
+    """fc8's output count in a weight file, checkpoint or run folder."""
+    checkpoint = checkpoint_of(source)
+    if checkpoint:
+        return tf.train.load_variable(checkpoint, 'fc8/biases').shape[0]
+    return weight_files.load_weights(source)['fc8'][1].shape[0]
+
+
+def restore_weights(session, model, source):
+    """Sets all of `model`'s layers from a weight file, checkpoint or run folder.
+
+    Raises:
+      weight_files.WeightFileError: the source is missing or does not fit.
+    """
+    checkpoint = checkpoint_of(source)
+    if checkpoint is None:
+        model.load_initial_weights(session, source, skip_layer=())
+        return
+    stored = dict(tf.train.list_variables(checkpoint))
+    for layer, shapes in model.weight_shapes().items():
+        for part, want in zip(('weights', 'biases'), shapes):
+            found = stored.get(layer + '/' + part)
+            if found is None or tuple(found) != want:
+                raise weight_files.WeightFileError(
+                    '%s: %s/%s is %s, the model expects %s; pass the checkpoint of a run '
+                    'with the same classes' % (checkpoint, layer, part,
+                                               'missing' if found is None else tuple(found), want))
+    saver = tf.train.Saver({v.op.name: v for v in model.variables()})
+    saver.restore(session, checkpoint)
+
+
+def expected_weight_shapes(num_classes=NUM_CLASSES):
+    """{layer: (weights shape, biases shape)} for a weight file of `num_classes`."""
+    with tf.Graph().as_default():
+        x = tf.placeholder(tf.float32, [None, 227, 227, 3])
+        return AlexNet(x, num_classes=num_classes).weight_shapes()
+
+
+# --- The course's layer table ---------------------------------------------
+
+def _size(tensor):
+    """'55x55x96' for a [N, 55, 55, 96] tensor, '4096' for [N, 4096]."""
+    return 'x'.join(str(d) for d in tensor.shape.as_list()[1:])
+
+
+def layer_table(model):
+    """Rows of the course's table, computed from the built graph.
+
+    Connections count as in LeCun et al. 1998: each output neuron of a weighted
+    layer connects to its fan-in inputs plus the bias, so (fan-in + 1) x
+    output neurons (a grouped conv's fan-in sees only its group's channels).
+
+    Returns:
+      list of dicts: layer, type, input, output, kernel, params, connections,
+      neurons (the last three None for layers without weights).
+    """
+    rows = []
+    for layer in model.layers:
+        neurons = int(np.prod(layer.output.shape.as_list()[1:]))
+        row = {'layer': layer.name, 'type': layer.kind, 'input': _size(layer.input),
+               'output': _size(layer.output), 'kernel': '', 'params': None,
+               'connections': None, 'neurons': None}
+        if layer.kind in ('conv', 'pool'):
+            row['kernel'] = '%dx%d/%d %s' % (layer.kernel, layer.kernel, layer.stride,
+                                            layer.padding)
+            if layer.groups > 1:
+                row['kernel'] += ', %d groups' % layer.groups
+        if layer.variables:
+            weights = layer.variables[0].shape.as_list()
+            fan_in = int(np.prod(weights[:-1]))  # kernel*kernel*channels/groups, or inputs
+            row['params'] = sum(int(np.prod(v.shape.as_list())) for v in layer.variables)
+            row['connections'] = (fan_in + 1) * neurons
+            row['neurons'] = neurons
+        rows.append(row)
+    return rows
+
+
+def format_table(rows):
+    """The table as text, with totals over the weighted layers."""
+    header = ('layer', 'type', 'input', 'output', 'kernel/stride pad', 'params',
+              'connections', 'neurons')
+    weighted = [row for row in rows if row['params'] is not None]
+    totals = {key: sum(row[key] for row in weighted)
+              for key in ('params', 'connections', 'neurons')}
+
+    def cells(row):
+        number = lambda v: '-' if v is None else '{:,}'.format(v)  # noqa: E731
+        return (row['layer'], row['type'], row['input'], row['output'], row['kernel'],
+                number(row['params']), number(row['connections']), number(row['neurons']))
+
+    lines = [cells(row) for row in rows]
+    total = ('total', '%d weighted' % len(weighted), '', '', '',
+             '{:,}'.format(totals['params']), '{:,}'.format(totals['connections']),
+             '{:,}'.format(totals['neurons']))
+    widths = [max(len(line[i]) for line in [header, total] + lines) for i in range(len(header))]
+    left = 5  # the first five columns are text, the rest numbers
+
+    def fmt(line):
+        return '  '.join(c.ljust(w) if i < left else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(line, widths)))
+    rule = '-' * len(fmt(header))
+    return '\n'.join([fmt(header), rule] + [fmt(l) for l in lines] + [rule, fmt(total)])
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Print AlexNet's per-layer table (feature maps, parameters, "
+                    'connections, neurons), computed from the built graph.',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--num-classes', type=int, default=NUM_CLASSES,
+                        help='outputs of fc8')
+    parser.add_argument('--graph-dir', default=None,
+                        help='also write the graph here for TensorBoard, e.g. logs/graph')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.num_classes < 1:
+        sys.exit('error: --num-classes must be at least 1')
+    tf.logging.set_verbosity(tf.logging.ERROR)
+    tf.disable_v2_behavior()
+    with tf.Graph().as_default() as graph:
+        x = tf.placeholder(tf.float32, [None, 227, 227, 3], name='x')
+        model = AlexNet(x, num_classes=args.num_classes)
+        print('AlexNet (bvlc_alexnet), %d classes, per image:' % args.num_classes)
+        print(format_table(layer_table(model)))
+        if args.graph_dir:
+            writer = tf.summary.FileWriter(args.graph_dir, graph)
+            writer.close()
+            print('graph written to %s; view it with: tensorboard --logdir %s'
+                  % (args.graph_dir, args.graph_dir))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,115 @@
+"""Shared test fixtures: TF 1.x graph mode, and weight files in the real bvlc_alexnet format."""
+import os
+import struct
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import tensorflow.compat.v1 as tf  # noqa: E402
+
+tf.disable_v2_behavior()
+tf.logging.set_verbosity(tf.logging.ERROR)
+
+
+# --- Python 2 pickles, written opcode by opcode ----------------------------
+# np.save under Python 2 pickles (protocol 2) the 0-d object array that holds the
+# dict; its strings are Python 2 `str`, i.e. the BINSTRING / SHORT_BINSTRING
+# opcodes that Python 3's pickle never emits. So the bytes are written here by hand.
+
+def _py2_str(data):
+    if isinstance(data, str):
+        data = data.encode('latin1')
+    if len(data) < 256:
+        return b'U' + bytes([len(data)]) + data            # SHORT_BINSTRING
+    return b'T' + struct.pack('<i', len(data)) + data        # BINSTRING
+
+
+def _py2_int(value):
+    if 0 <= value < 256:
+        return b'K' + bytes([value])                         # BININT1
+    return b'J' + struct.pack('<i', value)                   # BININT
+
+
+def _py2_dtype(descr, byteorder):
+    # numpy.dtype(descr, 0, 1), then BUILD with its 8-tuple state
+    return (b'cnumpy\ndtype\n' + _py2_str(descr) + _py2_int(0) + _py2_int(1) + b'\x87R'
+            + b'(' + _py2_int(3) + _py2_str(byteorder) + b'NNN' + _py2_int(-1) + _py2_int(-1)
+            + _py2_int(63 if descr == 'O8' else 0) + b'tb')
+
+
+def _py2_ndarray(shape, dtype_pickle, payload):
+    """_reconstruct(ndarray, (0,), 'b') then BUILD (1, shape, dtype, False, payload)."""
+    shape_pickle = b'(' + b''.join(_py2_int(d) for d in shape) + b't'
+    return (b'cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n'
+            + _py2_int(0) + b'\x85' + _py2_str('b') + b'\x87R'
+            + b'(' + _py2_int(1) + shape_pickle + dtype_pickle + b'\x89' + payload + b'tb')
+
+
+def _py2_float_array(array):
+    array = np.ascontiguousarray(array, dtype='<f4')
+    return _py2_ndarray(array.shape, _py2_dtype('f4', '<'), _py2_str(array.tobytes()))
+
+
+def npy_header(shape_text='()', descr="'|O'"):
+    header = "{'descr': %s, 'fortran_order': False, 'shape': %s, }" % (descr, shape_text)
+    header = header.encode('latin1')
+    header += b' ' * (63 - (10 + len(header)) % 64) + b'\n'
+    return b'\x93NUMPY\x01\x00' + struct.pack('<H', len(header)) + header
+
+
+def write_py2_weights_npy(path, layers, unicode_keys=False):
+    """Writes {layer: (W, b)} exactly as Python 2's np.save wrote bvlc_alexnet.npy.
+
+    Keys are Python 2 `str` (SHORT_BINSTRING), or `unicode` (BINUNICODE) if asked.
+    """
+    with open(path, 'wb') as f:
+        f.write(npy_header())
+        f.write(b'\x80\x02')
+        # the 0-d object array whose one element is the dict of layers
+        f.write(b'cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n'
+                + _py2_int(0) + b'\x85' + _py2_str('b') + b'\x87R'
+                + b'(' + _py2_int(1) + b')' + _py2_dtype('O8', '|') + b'\x89' + b']')
+        f.write(b'}(')
+        for name, (weights, biases) in layers.items():
+            key = name.encode('utf-8')
+            f.write(b'X' + struct.pack('<I', len(key)) + key if unicode_keys else _py2_str(key))
+            f.write(b']' + b'(' + _py2_float_array(weights) + _py2_float_array(biases) + b'e')
+        f.write(b'u')                       # SETITEMS closes the dict
+        f.write(b'a' + b'tb' + b'.')        # APPEND dict to the list, finish the state, BUILD, STOP
+
+
+def random_layers(num_classes=1000, seed=0, scale=None):
+    """Random {layer: (W, b)} with bvlc_alexnet's shapes (He-like scale keeps activations sane)."""
+    import alexnet
+    rng = np.random.RandomState(seed)
+    layers = {}
+    for name, (w_shape, b_shape) in alexnet.expected_weight_shapes(num_classes).items():
+        fan_in = int(np.prod(w_shape[:-1]))
+        std = scale if scale is not None else np.sqrt(2.0 / fan_in)
+        layers[name] = ((rng.standard_normal(w_shape) * std).astype(np.float32),
+                        (rng.standard_normal(b_shape) * 0.01).astype(np.float32))
+    return layers
+
+
+@pytest.fixture(scope='session')
+def bvlc_layers():
+    """Random weights of the 1000-class model (about 244 MB, made once per session)."""
+    return random_layers(1000, seed=0)
+
+
+@pytest.fixture(scope='session')
+def bvlc_npy(tmp_path_factory, bvlc_layers):
+    """A bvlc_alexnet.npy in the exact real format, holding bvlc_layers."""
+    path = tmp_path_factory.mktemp('weights') / 'bvlc_alexnet.npy'
+    write_py2_weights_npy(str(path), bvlc_layers)
+    return path
+
+
+@pytest.fixture
+def graph():
+    with tf.Graph().as_default() as g:
+        yield g

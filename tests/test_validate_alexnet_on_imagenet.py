@@ -1,0 +1,79 @@
+"""The classification script, run through main() as a user would."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import class_names
+import validate_alexnet_on_imagenet as validate
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PHOTOS = [os.path.join(REPO, 'images', name) for name in ('llama.jpg', 'giant_panda.jpg')]
+
+
+def test_json_top5_for_each_image_and_error_for_unreadable(tmp_path, bvlc_npy, capsys):
+    broken = tmp_path / 'broken.jpg'
+    broken.write_bytes(b'not a jpeg')
+    figure = tmp_path / 'figure.png'
+    code = validate.main(PHOTOS + [str(broken), '--weights', str(bvlc_npy), '--json',
+                                   '--figure', str(figure)])
+    captured = capsys.readouterr()
+    results = json.loads(captured.out)
+    assert code == 1
+    assert [r['image'] for r in results] == PHOTOS + [str(broken)]
+    names = class_names.imagenet_class_names()
+    for result in results[:2]:
+        probs = [entry['prob'] for entry in result['top']]
+        assert len(probs) == 5 and probs == sorted(probs, reverse=True)
+        assert 0 < sum(probs) <= 1.0 + 1e-6
+        assert all(entry['name'] == names[entry['index']] for entry in result['top'])
+    assert 'cannot read image' in results[2]['error']
+    assert '1 of 3 images could not be read' in captured.err
+    assert figure.stat().st_size > 10000
+
+
+def test_probabilities_are_the_models_softmax(tmp_path, bvlc_npy, bvlc_layers):
+    """The printed top class is the argmax of a NumPy forward pass on the same input."""
+    import tensorflow.compat.v1 as tf
+    import datagenerator
+    from test_alexnet import np_alexnet
+    results, _ = validate.classify(PHOTOS[:1], str(bvlc_npy))
+    with tf.Graph().as_default(), tf.Session() as session:
+        image = tf.constant(datagenerator.read_image(PHOTOS[0]))
+        x = session.run(datagenerator.preprocess_for_eval(image))
+    logits = np_alexnet(x[None].astype(np.float64), bvlc_layers)['fc8'][0]
+    prob = np.exp(logits - logits.max())
+    prob /= prob.sum()
+    top = results[0]['top'][0]
+    assert top['index'] == int(np.argmax(prob))
+    assert abs(top['prob'] - prob.max()) < 1e-4
+
+
+def test_default_folder_chinese_names(tmp_path, bvlc_npy, capsys, monkeypatch):
+    images = tmp_path / 'images'
+    images.mkdir()
+    shutil.copy(PHOTOS[0], str(images))
+    (images / 'notes.txt').write_text('not an image, not listed')
+    monkeypatch.chdir(tmp_path)
+    assert validate.main(['--weights', str(bvlc_npy), '--lang', 'zh', '--top-k', '3']) == 0
+    out = capsys.readouterr().out
+    chinese = set(class_names.imagenet_class_names('zh'))
+    lines = out.splitlines()
+    assert lines[0] == os.path.join('images', 'llama.jpg')
+    assert all(line.split('%  ')[1] in chinese for line in lines[1:4])
+    assert (tmp_path / 'logs' / 'validation_results.png').exists()
+
+
+def test_missing_weights_exit_2_with_instructions(tmp_path, capsys):
+    code = validate.main(PHOTOS[:1] + ['--weights', str(tmp_path / 'bvlc_alexnet.npy')])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert 'weights/' in err and 'download.py weights' in err and 'guerzhoy' in err
+
+
+def test_random_weights_say_so(tmp_path, capsys):
+    code = validate.main(PHOTOS[:1] + ['--weights', 'none', '--figure', ''])
+    assert code == 0
+    assert 'RANDOM WEIGHTS' in capsys.readouterr().out
