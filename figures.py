@@ -22,11 +22,13 @@ import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 
 DPI = 100
 # What a figure drawn from untrained weights must say in its title.
-RANDOM_WEIGHTS_NOTE = 'RANDOM WEIGHTS (untrained): no learned features'
+RANDOM_WEIGHTS_NOTE = 'RANDOM WEIGHTS (untrained): not a trained AlexNet'
 
 # path: the PNG; tiles: how many small images it holds; size: (width, height) in pixels.
 Figure = collections.namedtuple('Figure', 'path tiles size')
@@ -110,8 +112,8 @@ def to_uint8(image, zoom=1):
     return image.repeat(zoom, axis=0).repeat(zoom, axis=1)
 
 
-def save_mosaics(panels, path, title=None, panel_height=3.6):
-    """Draws images side by side, each with its caption, in one PNG.
+def save_mosaics(panels, path, title=None, columns=None, panel_height=3.6):
+    """Draws images in rows of `columns`, each with its caption, in one PNG.
 
     Args:
       panels: list of (image, caption, tiles): image is float 0..1 [H, W, 1 or 3]
@@ -119,27 +121,33 @@ def save_mosaics(panels, path, title=None, panel_height=3.6):
         photo).
       path: the PNG to write.
       title: the figure's title (say there whether the weights are random).
-      panel_height: inches of each panel; widths follow the images' aspect.
+      columns: panels per row (default: all in one row); widths follow the
+        first row's images' aspect.
+      panel_height: inches of each row of panels.
     Returns:
       Figure(path, total tiles, (width, height) in pixels).
     """
-    ratios = [image.shape[1] / image.shape[0] for image, _, _ in panels]
-    width = panel_height * sum(ratios) + 0.3 * len(panels)
-    height = panel_height + (0.9 if title else 0.5)
-    fig, axes = plt.subplots(1, len(panels), figsize=(width, height), squeeze=False,
-                             gridspec_kw={'width_ratios': ratios})
+    columns = columns or len(panels)
+    rows = int(math.ceil(len(panels) / columns))
+    ratios = [image.shape[1] / image.shape[0] for image, _, _ in panels[:columns]]
+    title_lines = title.count('\n') + 1 if title else 0
+    width = panel_height * sum(ratios) + 0.2 * columns
+    height = rows * (panel_height + 0.45) + 0.25 * title_lines
+    # Constrained layout keeps a multi-line title clear of the panels' captions.
+    fig, axes = plt.subplots(rows, columns, figsize=(width, height), squeeze=False,
+                             layout='constrained', gridspec_kw={'width_ratios': ratios})
+    for ax in axes.flat:
+        ax.axis('off')
     for ax, (image, caption, _) in zip(axes.flat, panels):
         if image.ndim == 3 and image.shape[2] == 1:
             ax.imshow(image[:, :, 0], cmap='gray', vmin=0, vmax=1, interpolation='nearest')
         else:
             ax.imshow(image, interpolation='nearest')
         ax.set_title(caption, fontsize=9)
-        ax.axis('off')
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return Figure(_save(fig, path), sum(tiles for _, _, tiles in panels),
-                  _pixels(fig))
+    _save(fig, path)
+    return Figure(path, sum(tiles for _, _, tiles in panels), _pixels(path))
 
 
 # --- Training curves -------------------------------------------------------
@@ -166,6 +174,7 @@ def save_curves(runs, path, title=None):
             ax.plot(epochs, metrics['val_' + quantity], '--', marker='o', markersize=3,
                     color=colour, label='%s validation' % label)
     for ax, name in ((loss_ax, 'cross-entropy loss'), (accuracy_ax, 'accuracy')):
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel('epoch')
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
@@ -173,7 +182,8 @@ def save_curves(runs, path, title=None):
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return Figure(_save(fig, path), len(runs), _pixels(fig))
+    _save(fig, path)
+    return Figure(path, len(runs), _pixels(path))
 
 
 # --- Retrieval -------------------------------------------------------------
@@ -212,12 +222,14 @@ def save_retrieval(queries, neighbours, path, title=None, tile_inches=1.7):
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    return Figure(_save(fig, path), tiles, _pixels(fig))
+    _save(fig, path)
+    return Figure(path, tiles, _pixels(path))
 
 
-def _pixels(fig):
-    width, height = fig.get_size_inches() * DPI
-    return int(round(width)), int(round(height))
+def _pixels(path):
+    """(width, height) of the PNG as written (matplotlib rounds inches x dpi)."""
+    with Image.open(path) as image:
+        return image.size
 
 
 def _save(fig, path):

@@ -1,0 +1,207 @@
+"""evaluate.py: top-k error by hand, the 10 crops, ground-truth files, the command."""
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import tensorflow.compat.v1 as tf
+
+import alexnet
+import datagenerator
+import evaluate
+import validate_alexnet_on_imagenet as validate
+import weight_files
+from conftest import random_layers
+
+
+@pytest.fixture(scope='module')
+def weights_npz(tmp_path_factory):
+    path = tmp_path_factory.mktemp('weights') / 'two_classes.npz'
+    weight_files.save_npz(str(path), random_layers(num_classes=2, seed=2), ['cat', 'dog'])
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def val_folder(tmp_path_factory):
+    """An ILSVRC-2012-style folder: 5 generated photos, labels in sorted order."""
+    folder = tmp_path_factory.mktemp('val')
+    rng = np.random.RandomState(0)
+    for i in range(5):
+        size = (260 + 20 * i, 256)              # width, height
+        pixels = (rng.rand(size[1], size[0], 3) * 60 + [40 * i, 200 - 30 * i, 100])
+        Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(
+            str(folder / ('ILSVRC2012_val_%08d.JPEG' % (i + 1))))
+    labels = folder / 'labels.txt'
+    labels.write_text('0\n1\n1\n0\n1\n')
+    return folder
+
+
+# --- top-k error on a hand-made example --------------------------------------
+
+PROBABILITIES = np.array([
+    [0.10, 0.60, 0.10, 0.10, 0.10],   # label 1: first
+    [0.50, 0.20, 0.15, 0.10, 0.05],   # label 2: third
+    [0.05, 0.10, 0.15, 0.30, 0.40],   # label 0: last (fifth)
+    [0.20, 0.20, 0.20, 0.20, 0.20],   # label 3: all tied -> ranked by index: fourth
+])
+LABELS = np.array([1, 2, 0, 3])
+
+
+@pytest.mark.parametrize('k, error', [(1, 3 / 4), (2, 3 / 4), (3, 2 / 4), (4, 1 / 4), (5, 0.0)])
+def test_topk_error_by_hand(k, error):
+    assert evaluate.topk_error(PROBABILITIES, LABELS, k) == pytest.approx(error)
+
+
+def test_topk_error_rejects_bad_input():
+    with pytest.raises(ValueError, match='only 5 classes'):
+        evaluate.topk_error(PROBABILITIES, LABELS, 6)
+    with pytest.raises(ValueError, match='labels'):
+        evaluate.topk_error(PROBABILITIES, LABELS[:3], 1)
+
+
+def test_average_crops_means_each_images_crops():
+    outputs = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5],      # image 0
+                        [0.9, 0.1], [0.9, 0.1], [0.6, 0.4]])     # image 1
+    np.testing.assert_allclose(evaluate.average_crops(outputs, 3),
+                               [[0.5, 0.5], [0.8, 0.2]])
+
+
+# --- the 10 crops -------------------------------------------------------------
+
+def test_ten_crops_are_the_corners_center_and_their_mirrors(graph):
+    # Shorter side already 256, so scaling leaves the pixels alone: crops are slices.
+    image = np.random.RandomState(1).randint(0, 256, (256, 300, 3)).astype(np.uint8)
+    placeholder = tf.placeholder(tf.uint8, [None, None, 3])
+    with tf.Session() as session:
+        crops = session.run(datagenerator.ten_crops(placeholder), {placeholder: image})
+    windows = [image[:227, :227], image[:227, 73:], image[29:, :227], image[29:, 73:],
+               image[14:241, 36:263]]
+    expected = windows + [w[:, ::-1] for w in windows]
+    assert crops.shape == (10, 227, 227, 3)
+    np.testing.assert_array_equal(datagenerator.model_input_to_rgb(crops), np.stack(expected))
+
+
+def test_ten_crop_probabilities_are_the_mean_softmax_of_the_crops(weights_npz, val_folder):
+    path = str(val_folder / 'ILSVRC2012_val_00000003.JPEG')
+    outputs, used, failed = evaluate.model_outputs([path], weights_npz, crops=('center', 'ten'))
+    assert used == [path] and failed == []
+    # Independently: the network on each crop, softmax, then the mean.
+    rgb = datagenerator.read_image(path)
+    with tf.Graph().as_default():
+        image = tf.placeholder(tf.uint8, [None, None, 3])
+        x = tf.placeholder(tf.float32, [None, 227, 227, 3])
+        model = alexnet.AlexNet(x, num_classes=2)
+        with tf.Session() as session:
+            alexnet.restore_weights(session, model, weights_npz)
+            crops, center = session.run([datagenerator.ten_crops(image),
+                                         datagenerator.preprocess_for_eval(image)], {image: rgb})
+            logits = session.run(model.fc8, {x: np.concatenate([crops, center[None]])})
+    softmax = np.exp(logits - logits.max(1, keepdims=True))
+    softmax /= softmax.sum(1, keepdims=True)
+    np.testing.assert_allclose(outputs['ten'][0], softmax[:10].mean(0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(outputs['center'][0], softmax[10], rtol=1e-4, atol=1e-6)
+
+
+# --- ground-truth files -------------------------------------------------------
+
+def test_ground_truth_formats(tmp_path):
+    plain = tmp_path / 'plain.txt'
+    plain.write_text('65\n0\n999\n')
+    assert evaluate.read_ground_truth(str(plain)) == [(None, 65), (None, 0), (None, 999)]
+    one_based = tmp_path / 'one.txt'
+    one_based.write_text('66\n1\n1000\n')
+    assert evaluate.read_ground_truth(str(one_based), one_based=True) == \
+        [(None, 65), (None, 0), (None, 999)]
+    named = tmp_path / 'val.txt'
+    named.write_text('ILSVRC2012_val_00000001.JPEG 65\nmy photo.jpg 3\n')
+    assert evaluate.read_ground_truth(str(named)) == \
+        [('ILSVRC2012_val_00000001.JPEG', 65), ('my photo.jpg', 3)]
+    wnids = tmp_path / 'synsets.txt'
+    wnids.write_text('n01751748\nn01440764\n')
+    assert evaluate.read_ground_truth(str(wnids)) == [(None, 65), (None, 0)]
+
+
+@pytest.mark.parametrize('text, flag, message', [
+    ('0\n1\n', True, 'drop --one-based'),
+    ('3\ncat\n', False, 'neither a class index nor a WordNet id'),
+    ('n99999999\n', False, 'not one of the 1000'),
+    ('a.jpg 1\n2\n', False, 'one format'),
+    ('\n', False, 'no labels'),
+])
+def test_bad_ground_truth_says_why(tmp_path, text, flag, message):
+    path = tmp_path / 'labels.txt'
+    path.write_text(text)
+    with pytest.raises(evaluate.GroundTruthError, match=message):
+        evaluate.read_ground_truth(str(path), one_based=flag)
+
+
+def test_imagenet_items_pair_sorted_files_with_lines(val_folder, tmp_path):
+    items = evaluate.imagenet_items(str(val_folder), str(val_folder / 'labels.txt'))
+    assert [(os.path.basename(p), label) for p, label in items] == [
+        ('ILSVRC2012_val_%08d.JPEG' % (i + 1), label) for i, label in enumerate([0, 1, 1, 0, 1])]
+    short = tmp_path / 'short.txt'
+    short.write_text('0\n1\n')
+    with pytest.raises(evaluate.GroundTruthError, match='5 images but .* 2 labels'):
+        evaluate.imagenet_items(str(val_folder), str(short))
+    named = tmp_path / 'named.txt'
+    named.write_text('ILSVRC2012_val_00000002.JPEG 1\nnot_here.JPEG 0\n')
+    assert [(os.path.basename(p), label) for p, label in
+            evaluate.imagenet_items(str(val_folder), str(named))] == \
+        [('ILSVRC2012_val_00000002.JPEG', 1)]
+
+
+# --- the command ----------------------------------------------------------------
+
+def test_main_on_imagenet_layout_prints_errors_beside_the_paper(weights_npz, val_folder, capsys):
+    assert evaluate.main(['--images', str(val_folder), '--labels',
+                          str(val_folder / 'labels.txt'), '--weights', weights_npz,
+                          '--batch-images', '2']) == 0
+    report = capsys.readouterr().out
+    for text in ('center crop', '10 crops, softmax averaged', '40.7%', '18.2%', '42.9%',
+                 '19.8%', '5 images, 2 classes', 'not comparable', 'n/a'):
+        assert text in report, text
+    # The center-crop top-1 error agrees with the classification script's answers.
+    items = evaluate.imagenet_items(str(val_folder), str(val_folder / 'labels.txt'))
+    results, _ = validate.classify([p for p, _ in items], weights_npz)
+    wrong = sum(r['top'][0]['index'] != label for r, (_, label) in zip(results, items))
+    line = [l for l in report.splitlines() if 'this model, center crop' in l][0]
+    assert line.split()[4] == '%.1f%%' % (100.0 * wrong / len(items))
+
+
+def test_main_on_a_run_split(weights_npz, val_folder, tmp_path, capsys):
+    run = tmp_path / 'run1'
+    run.mkdir()
+    paths = sorted(str(p) for p in val_folder.glob('*.JPEG'))
+    datagenerator.write_split(str(run / 'split.json'), [(paths[0], 0)],
+                              [(paths[1], 1), (paths[2], 0)], ['cat', 'dog'])
+    assert evaluate.main(['--run', str(run), '--weights', weights_npz, '--crops', 'center']) == 0
+    report = capsys.readouterr().out
+    assert '2 images, 2 classes' in report and '10 crops, softmax' not in report
+
+
+def test_random_weights_are_said_plainly(val_folder, capsys):
+    assert evaluate.main(['--images', str(val_folder), '--labels', str(val_folder / 'labels.txt'),
+                          '--weights', 'none', '--crops', 'center', '--limit', '2']) == 0
+    assert 'RANDOM WEIGHTS' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('labels, args, message', [
+    ('2\n1\n1\n0\n1\n', [], 'label 2 is out of range for a model of 2 classes; the file seems '
+                            'to count from 1: pass --one-based'),
+    (None, ['--run', 'nowhere'], 'give either'),
+])
+def test_main_errors(weights_npz, val_folder, tmp_path, capsys, labels, args, message):
+    if labels is not None:
+        path = tmp_path / 'labels.txt'
+        path.write_text(labels)
+        args = ['--images', str(val_folder), '--labels', str(path)]
+    else:
+        args = args + ['--images', str(val_folder)]
+    assert evaluate.main(args + ['--weights', weights_npz]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_run_folder_without_split_says_what_to_pass(tmp_path, capsys):
+    assert evaluate.main(['--run', str(tmp_path), '--weights', 'none']) == 2
+    assert 'no split.json' in capsys.readouterr().err
