@@ -16,6 +16,14 @@ LANGUAGES = {'en': 'name', 'zh': 'name_zh'}
 RUN_CLASS_NAMES = 'class_names.txt'   # written into a fine-tuning run's folder
 
 
+def _imagenet_rows():
+    with open(IMAGENET_TSV, encoding='utf-8', newline='') as f:
+        rows = list(csv.DictReader(f, delimiter='\t'))
+    if [int(row['index']) for row in rows] != list(range(1000)):
+        raise ValueError('%s: expected the 1000 classes in order 0..999' % IMAGENET_TSV)
+    return rows
+
+
 def imagenet_class_names(lang='en'):
     """The 1000 ILSVRC-2012 class names in bvlc_alexnet's output order.
 
@@ -24,11 +32,12 @@ def imagenet_class_names(lang='en'):
     """
     if lang not in LANGUAGES:
         raise ValueError('unknown language %r; choose from %s' % (lang, ', '.join(LANGUAGES)))
-    with open(IMAGENET_TSV, encoding='utf-8', newline='') as f:
-        rows = list(csv.DictReader(f, delimiter='\t'))
-    if [int(row['index']) for row in rows] != list(range(1000)):
-        raise ValueError('%s: expected the 1000 classes in order 0..999' % IMAGENET_TSV)
-    return [row[LANGUAGES[lang]] for row in rows]
+    return [row[LANGUAGES[lang]] for row in _imagenet_rows()]
+
+
+def imagenet_wnids():
+    """The 1000 WordNet ids (e.g. 'n01440764') in bvlc_alexnet's output order."""
+    return [row['wnid'] for row in _imagenet_rows()]
 
 
 def read_run_class_names(folder):

@@ -45,7 +45,6 @@ them; the corner crops are corners of the whole image scaled to shorter side
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import re
 import sys
@@ -218,9 +217,8 @@ def model_outputs(paths, weights, layer='probabilities', crops=('center',),
 # --- Labelled sets ---------------------------------------------------------
 
 def _imagenet_wnids():
-    """WordNet id -> bvlc_alexnet class index, from class_names' table."""
-    with open(class_names.IMAGENET_TSV, encoding='utf-8', newline='') as f:
-        return {row['wnid']: int(row['index']) for row in csv.DictReader(f, delimiter='\t')}
+    """WordNet id -> bvlc_alexnet class index."""
+    return {wnid: index for index, wnid in enumerate(class_names.imagenet_wnids())}
 
 
 def read_ground_truth(path, one_based=False):

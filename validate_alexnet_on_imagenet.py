@@ -34,17 +34,16 @@ import weight_files
 
 IMAGE_DIR = 'images'
 DEFAULT_FIGURE = os.path.join('logs', 'validation_results.png')
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.gif', '.bmp', '.webp', '.tif', '.tiff')
 RANDOM = 'none'
 
 
 def image_paths(folder):
     """The image files of a folder, sorted."""
     return sorted(os.path.join(folder, name) for name in os.listdir(folder)
-                  if name.lower().endswith(IMAGE_EXTENSIONS))
+                  if name.lower().endswith(datagenerator.IMAGE_EXTENSIONS))
 
 
-def classify(paths, weights=alexnet.DEFAULT_WEIGHTS_PATH, lang='en', top_k=5):
+def classify(paths, weights=alexnet.DEFAULT_WEIGHTS_PATH, lang='en', top_k=5, seed=0):
     """Classifies image files.
 
     Args:
@@ -52,6 +51,7 @@ def classify(paths, weights=alexnet.DEFAULT_WEIGHTS_PATH, lang='en', top_k=5):
       weights: .npy/.npz file, checkpoint or run folder; 'none' for random weights.
       lang: 'en' or 'zh' class names.
       top_k: how many classes to report per image.
+      seed: for random weights, so that a demo repeats.
     Returns:
       (results, images): results has one dict per path, {'image': path, 'top':
       [{'index', 'name', 'prob'}, ...]} or {'image': path, 'error': message};
@@ -65,6 +65,7 @@ def classify(paths, weights=alexnet.DEFAULT_WEIGHTS_PATH, lang='en', top_k=5):
              else class_names.class_names_for(weights, num_classes, lang))
     results, images = [], {}
     with tf.Graph().as_default():
+        tf.set_random_seed(seed)
         image = tf.placeholder(tf.uint8, [None, None, 3], name='image')
         x = tf.expand_dims(datagenerator.preprocess_for_eval(image), 0)  # -> [1, 227, 227, 3]
         model = alexnet.AlexNet(x, num_classes=num_classes)
