@@ -16,17 +16,20 @@ $(VENV)/.dev: requirements-dev.txt requirements.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(VENV)/.runtime $@
 
+# Without weights/bvlc_alexnet.npy the demo trains from random weights, and says so.
+DEMO_WEIGHTS = $(if $(wildcard weights/bvlc_alexnet.npy),,--weights none)
+
 demo: $(VENV)/.runtime
-	$(BIN)/python alexnet.py --graph-dir logs/graph
-	@if [ -f weights/bvlc_alexnet.npy ]; then $(BIN)/python validate_alexnet_on_imagenet.py; \
-	else echo "No weights/bvlc_alexnet.npy: run 'python download.py weights' to classify images/ with the real AlexNet."; \
-	  $(BIN)/python validate_alexnet_on_imagenet.py --weights none; fi
+	@echo "== Demo: fine-tune AlexNet's fc6-fc8 on the 5 photos in data/sample (a smoke run of the pipeline) =="
+	$(BIN)/python finetune.py --data data/sample --val-fraction 0.4 --epochs 4 --batch-size 4 \
+	    --learning-rate 0.001 --run-name demo-$$(date +%Y%m%d-%H%M%S) $(DEMO_WEIGHTS)
+	@echo "== Next: .venv/bin/tensorboard --logdir logs, and the README's homework commands =="
 
 test: $(VENV)/.dev
-	$(BIN)/python -m pytest -n 2 -q tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q tests
 
 test-fast: $(VENV)/.dev
-	$(BIN)/python -m pytest -n 2 -q -m "not slow" tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not slow" tests
 
 clean:
 	rm -rf $(VENV)

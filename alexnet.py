@@ -31,8 +31,10 @@ import tensorflow.compat.v1 as tf
 import weight_files
 
 DEFAULT_WEIGHTS_PATH = 'weights/bvlc_alexnet.npy'
+RANDOM_WEIGHTS = 'none'   # --weights none: every script runs on random weights, and says so
 NUM_CLASSES = 1000
 LAYER_NAMES = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'fc8')
+HEAD_LAYERS = ('fc6', 'fc7', 'fc8')   # where a head on cached features may start
 
 # Caffe's LRN: b = a / (k + alpha / n * sum(a^2 over n=5 channels))^beta.
 # TF's lrn sums over 2 * depth_radius + 1 channels and does not divide by n.
@@ -52,6 +54,7 @@ class AlexNet(object):
     Attributes:
       conv1..conv5, fc6, fc7, fc8: layer outputs after ReLU (fc8: logits).
       pool1, pool2, pool5: outputs of the max-pooling layers.
+      flattened: pool5 as fc6 reads it, [N, 9216].
       keep_prob: the dropout keep-probability placeholder (1.0 unless fed).
       layers: the Layer records of the table, in order.
     """
@@ -95,7 +98,7 @@ class AlexNet(object):
         self.pool1 = self._max_pool(norm1, 'pool1')                    # -> [N, 27, 27, 96]
 
         # 2nd layer: conv (ReLU) -> LRN -> pool, 2 groups
-        self.conv2 = self._conv(self.pool1, 'conv2', 5, 256, 1, 'SAME', groups=2)
+        self.conv2 = self._conv(self.pool1, 'conv2', 5, 256, 1, 'SAME', groups=2, bias=1.0)
         norm2 = self._lrn(self.conv2, 'norm2')                         # -> [N, 27, 27, 256]
         self.pool2 = self._max_pool(norm2, 'pool2')                    # -> [N, 13, 13, 256]
 
@@ -103,33 +106,65 @@ class AlexNet(object):
         self.conv3 = self._conv(self.pool2, 'conv3', 3, 384, 1, 'SAME')  # -> [N, 13, 13, 384]
 
         # 4th layer: conv (ReLU), 2 groups
-        self.conv4 = self._conv(self.conv3, 'conv4', 3, 384, 1, 'SAME', groups=2)
+        self.conv4 = self._conv(self.conv3, 'conv4', 3, 384, 1, 'SAME', groups=2, bias=1.0)
 
         # 5th layer: conv (ReLU) -> pool, 2 groups
-        self.conv5 = self._conv(self.conv4, 'conv5', 3, 256, 1, 'SAME', groups=2)
+        self.conv5 = self._conv(self.conv4, 'conv5', 3, 256, 1, 'SAME', groups=2, bias=1.0)
         self.pool5 = self._max_pool(self.conv5, 'pool5')               # -> [N, 6, 6, 256]
 
-        # 6th layer: flatten (NHWC order, as the converted weights expect) -> FC (ReLU) -> dropout
-        flattened = tf.reshape(self.pool5, [-1, 6 * 6 * 256])         # -> [N, 9216]
-        self.fc6 = self._fc(flattened, 'fc6', 4096)
-        dropout6 = self._dropout(self.fc6, 'dropout6')
+        # Flatten (NHWC order, as the converted weights expect) for the FC layers.
+        self.flattened = tf.reshape(self.pool5, [-1, 6 * 6 * 256])    # -> [N, 9216]
+        outputs = self._fc_layers(self.flattened, 'fc6')
+        self.fc6, self.fc7, self.fc8 = outputs['fc6'], outputs['fc7'], outputs['fc8']
 
-        # 7th layer: FC (ReLU) -> dropout
-        self.fc7 = self._fc(dropout6, 'fc7', 4096)
-        dropout7 = self._dropout(self.fc7, 'dropout7')
+    def _fc_layers(self, x, first, reuse=False):
+        """The FC layers from `first` (fc6, fc7 or fc8) on; x is head_input(first).
 
+        Returns {layer: output}. reuse=True shares the variables already built
+        (for head()) and leaves the layer table alone.
+        """
+        start = HEAD_LAYERS.index(first)
+        outputs = {}
+        # 6th layer: FC (ReLU) -> dropout
+        if start <= 0:
+            x = outputs['fc6'] = self._fc(x, 'fc6', 4096, bias=1.0, reuse=reuse)
+        if start <= 1:
+            x = self._dropout(x, 'dropout6')
+            # 7th layer: FC (ReLU) -> dropout
+            x = outputs['fc7'] = self._fc(x, 'fc7', 4096, bias=1.0, reuse=reuse)
+        x = self._dropout(x, 'dropout7')
         # 8th layer: FC, no ReLU: logits for softmax in the loss
-        self.fc8 = self._fc(dropout7, 'fc8', self.num_classes, relu=False)
+        outputs['fc8'] = self._fc(x, 'fc8', self.num_classes, relu=False, reuse=reuse)
+        return outputs
 
-    def _conv(self, x, name, kernel, filters, stride, padding, groups=1):
+    def head_input(self, first):
+        """What layer `first` (fc6, fc7 or fc8) reads from the layers before it, before
+        dropout: flattened pool5 [N, 9216], fc6 [N, 4096] or fc7 [N, 4096]."""
+        return {'fc6': self.flattened, 'fc7': self.fc6, 'fc8': self.fc7}[first]
+
+    def head(self, features, first):
+        """Logits of layers `first`..fc8 run on precomputed head_input(first) values.
+
+        The same ops as the full graph (dropout included, with this model's
+        keep_prob) on the same variables: fine-tuning the FC layers on cached
+        features (feature_cache.py) trains this model's weights.
+        """
+        if first not in HEAD_LAYERS:
+            raise ValueError('head starts at one of %s, not %s' % (', '.join(HEAD_LAYERS), first))
+        return self._fc_layers(features, first, reuse=True)['fc8']
+
+    # Initial values (section 5), for layers not loaded from a file: weights
+    # N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7 ("provides the ReLUs
+    # with positive inputs"), 0 elsewhere.
+    def _conv(self, x, name, kernel, filters, stride, padding, groups=1, bias=0.0):
         """Convolution + ReLU; `groups` splits input and kernel along channels."""
         channels = x.shape.as_list()[-1]
         with tf.variable_scope(name):
             weights = tf.get_variable(
                 'weights', [kernel, kernel, channels // groups, filters],
-                initializer=tf.truncated_normal_initializer(stddev=0.01))
+                initializer=tf.random_normal_initializer(stddev=0.01))
             biases = tf.get_variable('biases', [filters],
-                                     initializer=tf.zeros_initializer())
+                                     initializer=tf.constant_initializer(bias))
             strides = [1, stride, stride, 1]
             # Each group convolves its half of the input with its half of the filters.
             outputs = [tf.nn.conv2d(part, kernel_part, strides, padding)
@@ -141,14 +176,16 @@ class AlexNet(object):
                                  groups, (weights, biases)))
         return output
 
-    def _fc(self, x, name, units, relu=True):
-        with tf.variable_scope(name):
+    def _fc(self, x, name, units, relu=True, bias=0.0, reuse=False):
+        with tf.variable_scope(name, reuse=reuse or None):
             weights = tf.get_variable('weights', [x.shape.as_list()[-1], units],
-                                      initializer=tf.truncated_normal_initializer(stddev=0.005))
-            biases = tf.get_variable('biases', [units], initializer=tf.zeros_initializer())
+                                      initializer=tf.random_normal_initializer(stddev=0.01))
+            biases = tf.get_variable('biases', [units], initializer=tf.constant_initializer(bias))
             output = tf.nn.xw_plus_b(x, weights, biases)
             if relu:
                 output = tf.nn.relu(output, name='relu')
+        if reuse:
+            return output
         self.layers.append(Layer(name, 'fc', x, output, None, None, None, 1,
                                  (weights, biases)))
         return output

@@ -193,14 +193,14 @@ def _random_draws(seed=None):
     return tf.concat([uniform, alpha], axis=0)
 
 
-def _stateless_draws(key):
+def stateless_draws(key):
     """_random_draws as a pure function of key, int64 [2] (the same key, the same numbers)."""
     uniform = tf.random.stateless_uniform([3], seed=key)
     alpha = tf.random.stateless_normal([3], seed=key + tf.constant([1, 0], tf.int64))
     return tf.concat([uniform, alpha * PCA_ALPHA_STDDEV], axis=0)
 
 
-def _augment(image, draws, random_crop, flip, pca_noise):
+def augment_image(image, draws, random_crop, flip, pca_noise):
     """Section 4.1 on uint8 RGB [H, W, 3], with the random numbers given (see _random_draws)."""
     scaled = resize_shorter_side(image, SCALE_SIZE)                      # -> [>=256, >=256, 3]
     if random_crop:
@@ -237,7 +237,7 @@ def preprocess_for_train(image, random_crop=True, flip=True, pca_noise=True, see
     draws = _random_draws(seed)
     if pca_alpha is not None:
         draws = tf.concat([draws[:3], tf.cast(pca_alpha, tf.float32)], axis=0)
-    return _augment(image, draws, random_crop, flip, pca_noise)
+    return augment_image(image, draws, random_crop, flip, pca_noise)
 
 
 def ten_crops(image):
@@ -502,7 +502,7 @@ def _file_key(path):
     return [status.st_size, status.st_mtime_ns]
 
 
-def scan_images(items, cache_dir=None, progress=True, workers=None):
+def scan_images(items, cache_dir=None, progress=True, workers=None, report=None):
     """Decodes every image once and drops the ones that fail.
 
     Real datasets have zero-byte files, truncated JPEGs and text files named
@@ -515,7 +515,8 @@ def scan_images(items, cache_dir=None, progress=True, workers=None):
       cache_dir: folder for image_scan_cache.json, which remembers each file's
         result by (absolute path, size, mtime), so only new or changed files
         are decoded next time. None: no cache.
-      progress: show a progress bar and print the count and the bad files.
+      progress: show a progress bar.
+      report: print the count and the bad files (default: as progress).
       workers: decoding threads (PIL decodes outside the GIL).
 
     Returns:
@@ -547,7 +548,7 @@ def scan_images(items, cache_dir=None, progress=True, workers=None):
         _save_scan_cache(cache_path, cache)
     good = [(path, label) for path, label in items if reasons[path] is None]
     bad = [(path, reasons[path]) for path in sorted(reasons) if reasons[path] is not None]
-    if progress:
+    if progress if report is None else report:
         _report_bad(len(reasons), len(todo), bad)
     return good, bad
 
@@ -584,7 +585,7 @@ def _save_scan_cache(cache_path, cache):
 
 # --- The tf.data pipeline -------------------------------------------------
 
-def _read_or_skip(path):
+def read_or_skip(path):
     """numpy_function body: (uint8 RGB [H, W, 3], True), or a 1x1 dummy and False."""
     path = os.fsdecode(path)
     try:
@@ -653,12 +654,12 @@ def make_dataset(items, batch_size, training, seed=None, epoch=0, augment=True,
             [], 0, 2 ** 62, tf.int64, seed=seed)))
 
     def load(path, label, *key):
-        image, ok = tf.numpy_function(_read_or_skip, [path], [tf.uint8, tf.bool])
+        image, ok = tf.numpy_function(read_or_skip, [path], [tf.uint8, tf.bool])
         image.set_shape([None, None, 3])                                 # uint8 RGB [H, W, 3]
         ok.set_shape([])
         if augmenting:
-            draws = _stateless_draws(tf.stack([epoch_seed, key[0]]))
-            image = _augment(image, draws, *switches)
+            draws = stateless_draws(tf.stack([epoch_seed, key[0]]))
+            image = augment_image(image, draws, *switches)
         else:
             image = preprocess_for_eval(image)
         return image, label, ok                                          # [227, 227, 3], [], []
@@ -674,7 +675,12 @@ def make_dataset(items, batch_size, training, seed=None, epoch=0, augment=True,
 
 def make_benchmark_images(folder, count, size=(500, 375), distinct=20, seed=0):
     """Writes `distinct` smooth noisy JPEGs of size (width, height) and links to them up to
-    `count` files (cat.<i>.jpg / dog.<i>.jpg); returns find_dataset-style items."""
+    `count` files (cat.<i>.jpg / dog.<i>.jpg); returns find_dataset-style items.
+
+    Cats are tinted red and dogs blue, so that even random frozen features can tell
+    them apart and two ways of training can be compared on validation accuracy."""
+    if distinct % 2:
+        raise ValueError('distinct must be even: image i is source i % distinct, label i % 2')
     os.makedirs(folder, exist_ok=True)
     rng = np.random.RandomState(seed)
     y, x = np.mgrid[0:size[1], 0:size[0]]
@@ -684,6 +690,7 @@ def make_benchmark_images(folder, count, size=(500, 375), distinct=20, seed=0):
         if not os.path.exists(source):
             pixels = np.stack([np.sin(x / (20.0 + i)) * 80 + 120, np.cos(y / (15.0 + i)) * 80 + 120,
                                (x + y + 10 * i) % 256 * 0.5 + 60], axis=-1)
+            pixels[..., 0 if i % 2 == 0 else 2] += 40        # label i % 2: red cats, blue dogs
             pixels += rng.normal(0, 12, pixels.shape)
             Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(source, quality=90)
         sources.append(source)

@@ -1,0 +1,394 @@
+"""How fast AlexNet runs on this machine, and how far from its peak: one command, one table.
+
+Measures, each part in a fresh Python process (so its peak resident memory is its own):
+
+* compute: the peak GFLOP/s of a large float32 matrix product (best of a few), then
+  AlexNet's forward images/s at batch 1, 32, 128 and the GFLOP/s that makes, as a
+  share of that peak, in the same process. Forward FLOPs per image come from the
+  layer table (alexnet.layer_table): 2 x its connections (a connection is one
+  multiply-add, the bias counted as one, as in the paper's count) = 1.45 GFLOP;
+  ReLU, LRN, pooling and dropout are not counted.
+* training: images/s of one fine-tuning step (momentum SGD, finetune.loss_fn and
+  finetune.training) training fc6-fc8 and fc7-fc8, naive (the whole network
+  forward, the trained layers backward) and on cached features (the head only,
+  feature_cache.py), and their ratio. Inputs sit in memory, so this is compute.
+* pipeline: images/s of datagenerator.make_dataset alone (PIL decode, resize to
+  256, random crop, mirror, PCA noise) on generated ~500x375 JPEGs, and its ratio
+  to what naive training consumes.
+* epochs (only with --epoch-images N): real finetune.py runs, naive and
+  --cache-features, training fc6-fc8 and fc7-fc8 on N generated photos: seconds per
+  epoch (training + validation, from metrics.csv), cache build time, validation
+  accuracy.
+
+    python bench.py                       # about 2 minutes on 2 cores
+    python bench.py --epoch-images 300    # adds the epoch-time comparison
+    python bench.py --quick               # small settings (the test)
+
+Writes the numbers to bench.json (--out). Weights are random (speed does not
+depend on their values); the epoch runs use weights/bvlc_alexnet.npy when it
+exists, else random He-scaled stand-ins, so their accuracy only compares naive
+with cached.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+HEAD_CONFIGS = (('fc6-fc8', ('fc6', 'fc7', 'fc8')), ('fc7-fc8', ('fc7', 'fc8')))
+
+
+def peak_rss_mb():
+    # ru_maxrss is in kilobytes on Linux (bytes on macOS).
+    scale = 1.0 if sys.platform == 'darwin' else 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2 ** 20
+
+
+def _tf():
+    import tensorflow.compat.v1 as tf
+    tf.disable_v2_behavior()
+    tf.logging.set_verbosity(tf.logging.ERROR)
+    return tf
+
+
+def _best_seconds(session, op, repeats):
+    """The fastest of `repeats` runs of op, after one warm-up run."""
+    session.run(op)
+    best = float('inf')
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(op)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+# --- The parts ---------------------------------------------------------------
+
+def bench_matmul(matmul_size, repeats):
+    """GFLOP/s of a [n, n] x [n, n] float32 product (2 n^3 FLOPs), best of repeats."""
+    tf = _tf()
+    with tf.Graph().as_default():
+        a = tf.Variable(tf.random.normal([matmul_size, matmul_size]))
+        b = tf.Variable(tf.random.normal([matmul_size, matmul_size]))
+        product = tf.matmul(a, b)
+        with tf.Session() as session:
+            session.run(tf.global_variables_initializer())
+            # .op: run the product without copying the result out to Python.
+            seconds = _best_seconds(session, product.op, repeats)
+    return 2.0 * matmul_size ** 3 / seconds / 1e9
+
+
+def bench_compute(matmul_size, batch_sizes, repeats):
+    """Matrix-product peak, then AlexNet forward speed as a share of it."""
+    tf = _tf()
+    import alexnet
+    # The peak is measured before and after the forward runs and the better one kept:
+    # on a machine shared with other jobs one of the two may be slowed down.
+    before = bench_matmul(matmul_size, repeats)
+    result = {'matmul_size': matmul_size, 'forward': []}
+    for batch in batch_sizes:
+        with tf.Graph().as_default():
+            # A batch held in a variable: no feeding, no input pipeline.
+            x = tf.Variable(tf.random.uniform([batch, 227, 227, 3], -120.0, 120.0))
+            model = alexnet.AlexNet(x)
+            flops = 2.0 * sum(row['connections'] for row in alexnet.layer_table(model)
+                              if row['connections'])
+            with tf.Session() as session:
+                session.run(tf.global_variables_initializer())
+                runs = repeats if batch > 1 else 10 * repeats
+                seconds = _best_seconds(session, model.fc8.op, runs)
+        gflops = flops * batch / seconds / 1e9
+        result['forward'].append({'batch': batch, 'images_per_second': batch / seconds,
+                                  'gflop_per_image': flops / 1e9, 'gflops': gflops})
+    after = bench_matmul(matmul_size, repeats)
+    peak = max(before, after)
+    result.update(matmul_gflops=peak, matmul_gflops_before=before, matmul_gflops_after=after)
+    for row in result['forward']:
+        row['share_of_peak'] = row['gflops'] / peak
+    return result
+
+
+def bench_training(batch, steps):
+    """Fine-tuning step speed, naive vs on cached features, for fc6-fc8 and fc7-fc8."""
+    tf = _tf()
+    import alexnet
+    import finetune
+    result = {'batch': batch}
+    for name, train_layers in HEAD_CONFIGS:
+        speeds = {}
+        for cached in (False, True):
+            with tf.Graph().as_default():
+                labels = tf.Variable(tf.zeros([batch], tf.int32), trainable=False)
+                keep_prob = tf.constant(0.5)
+                if cached:
+                    # The model is only built for its variables; the head runs on features.
+                    model = alexnet.AlexNet(tf.placeholder(tf.float32, [None, 227, 227, 3]),
+                                            keep_prob, num_classes=2)
+                    first = train_layers[0]
+                    size = model.head_input(first).shape.as_list()[-1]
+                    features = tf.Variable(tf.random.uniform([batch, size]), trainable=False)
+                    logits = model.head(features, first)
+                else:
+                    images = tf.Variable(tf.random.uniform([batch, 227, 227, 3], -120.0, 120.0),
+                                         trainable=False)
+                    model = alexnet.AlexNet(images, keep_prob, num_classes=2)
+                    logits = model.fc8
+                trained = model.variables(train_layers)
+                _, loss = finetune.loss_fn(logits, labels, 5e-4,
+                                           [v for v in trained if v.op.name.endswith('weights')])
+                train_op, _ = finetune.training(loss, trained, 1e-3, 0.9,
+                                                tf.train.get_or_create_global_step())
+                with tf.Session() as session:
+                    session.run(tf.global_variables_initializer())
+                    seconds = _best_seconds(session, train_op, steps)
+            speeds['cached' if cached else 'naive'] = batch / seconds
+        speeds['ratio'] = speeds['cached'] / speeds['naive']
+        result[name] = speeds
+    return result
+
+
+def bench_pipeline(count, batch):
+    """make_dataset's images/s with training augmentation, on generated 500x375 JPEGs."""
+    _tf()
+    import datagenerator
+    folder = tempfile.mkdtemp(prefix='bench-images-')
+    try:
+        speed = datagenerator.bench_pipeline_speed(folder, count, batch, training=True,
+                                                   repeats=2)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {'images': count, 'batch': batch, 'images_per_second': speed}
+
+
+def stand_in_weights(path, seed=0):
+    """He-scaled random weights with bvlc_alexnet's shapes (2 classes), for the epoch runs."""
+    _tf()
+    import alexnet
+    import weight_files
+    rng = np.random.RandomState(seed)
+    layers = {}
+    for name, (w_shape, b_shape) in alexnet.expected_weight_shapes(2).items():
+        fan_in = int(np.prod(w_shape[:-1]))
+        # conv1 sees pixels of about +-100, not +-1: scale it down so activations stay O(1).
+        std = np.sqrt(2.0 / fan_in) / (100.0 if name == 'conv1' else 1.0)
+        layers[name] = ((rng.standard_normal(w_shape) * std).astype(np.float32),
+                        np.zeros(b_shape, np.float32))
+    weight_files.save_npz(path, layers)
+
+
+def bench_epoch(data, weights, log_dir, train_layers, cached, epochs, views, batch):
+    """One finetune.py run; its seconds per epoch (median), validation accuracy, cache time."""
+    import csv
+    import contextlib
+    import io
+    import finetune
+    name = '%s-%s' % ('cached' if cached else 'naive', train_layers[0])
+    argv = ['--data', data, '--weights', weights, '--log-dir', log_dir, '--run-name', name,
+            '--train-layers', ','.join(train_layers), '--epochs', str(epochs),
+            '--batch-size', str(batch), '--learning-rate', '1e-3', '--no-progress',
+            '--summary-every', '1000000']
+    if cached:
+        argv += ['--cache-features', '--cache-views', str(views)]
+    output = io.StringIO()
+    started = time.time()
+    with contextlib.redirect_stdout(output):
+        code = finetune.main(argv)
+    total = time.time() - started
+    if code:
+        raise RuntimeError('finetune.py %s failed (%d):\n%s' % (' '.join(argv), code,
+                                                                 output.getvalue()))
+    with open(os.path.join(log_dir, name, 'metrics.csv'), newline='') as f:
+        rows = list(csv.DictReader(f))
+    cache_seconds = None
+    for line in output.getvalue().splitlines():
+        if line.startswith('feature cache'):
+            cache_seconds = float(line.rsplit(' in ', 1)[1].rstrip('s'))
+    return {'epoch_seconds': float(np.median([float(r['seconds']) for r in rows])),
+            'first_epoch_seconds': float(rows[0]['seconds']),
+            'val_accuracy': float(rows[-1]['val_accuracy']),
+            'cache_seconds': cache_seconds, 'total_seconds': total}
+
+
+# --- Running the parts in fresh processes -----------------------------------
+
+def run_part(part, settings):
+    """Runs one part in a child Python process; its result and peak RSS."""
+    command = [sys.executable, os.path.abspath(__file__), '--part', part,
+               '--settings', json.dumps(settings)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+    started = time.time()
+    process = subprocess.run(command, cwd=HERE, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, universal_newlines=True)
+    if process.returncode:
+        raise RuntimeError('bench part %s failed:\n%s' % (part, process.stderr[-3000:]))
+    result = json.loads(process.stdout.strip().splitlines()[-1])
+    result['wall_seconds'] = time.time() - started
+    return result
+
+
+def child(part, settings):
+    """In the child process: run `part`, print its result as one JSON line."""
+    if part == 'compute':
+        result = bench_compute(settings['matmul_size'], settings['batch_sizes'],
+                               settings['repeats'])
+    elif part == 'training':
+        result = bench_training(settings['train_batch'], settings['repeats'])
+    elif part == 'pipeline':
+        result = bench_pipeline(settings['pipeline_images'], settings['pipeline_batch'])
+    elif part.startswith('epoch:'):
+        _, mode, first = part.split(':')
+        layers = dict(HEAD_CONFIGS)[first]
+        result = bench_epoch(settings['epoch_data'], settings['epoch_weights'],
+                             settings['epoch_logs'], layers, mode == 'cached',
+                             settings['epochs'], settings['epoch_views'],
+                             settings['epoch_batch'])
+    else:
+        raise ValueError('unknown part %s' % part)
+    import tensorflow
+    result['tensorflow'] = tensorflow.__version__
+    result['peak_rss_mb'] = peak_rss_mb()
+    print(json.dumps(result))
+
+
+def format_report(results):
+    """The table people read; the JSON has every number."""
+    compute, training, pipeline = results['compute'], results['training'], results['pipeline']
+    lines = ['matmul %dx%d float32: %.1f GFLOP/s peak (best of %d, before: %.1f, after the '
+             'forward runs: %.1f)   [peak RSS %.0f MB]'
+             % (compute['matmul_size'], compute['matmul_size'], compute['matmul_gflops'],
+                results['settings']['repeats'], compute['matmul_gflops_before'],
+                compute['matmul_gflops_after'], compute['peak_rss_mb']),
+             '',
+             'AlexNet forward (%.2f GFLOP/image = 2 x layer-table connections)'
+             % compute['forward'][0]['gflop_per_image'],
+             '  batch   images/s   GFLOP/s   share of matmul peak']
+    for row in compute['forward']:
+        lines.append('  %5d   %8.1f   %7.1f   %5.0f%%' % (row['batch'], row['images_per_second'],
+                                                         row['gflops'], 100 * row['share_of_peak']))
+    lines += ['', 'Fine-tuning step, batch %d (images/s)   [peak RSS %.0f MB]'
+              % (training['batch'], training['peak_rss_mb']),
+              '  trained   naive    cached   cached/naive']
+    for name, _ in HEAD_CONFIGS:
+        row = training[name]
+        lines.append('  %-7s  %7.1f  %8.1f   %6.1fx' % (name, row['naive'], row['cached'],
+                                                        row['ratio']))
+    naive = training['fc6-fc8']['naive']
+    lines += ['', 'Input pipeline alone (decode+augment, %d generated 500x375 JPEGs): %.1f '
+              'images/s = %.1fx what naive fc6-fc8 training consumes   [peak RSS %.0f MB]'
+              % (pipeline['images'], pipeline['images_per_second'],
+                 pipeline['images_per_second'] / naive, pipeline['peak_rss_mb'])]
+    epochs = results.get('epochs')
+    if epochs:
+        lines += ['', 'finetune.py epochs on %d generated photos (%d train), %s views cached, '
+                  'batch %d' % (epochs['images'], epochs['train_images'], epochs['views'],
+                                epochs['batch']),
+                  '  trained  mode     s/epoch  speed-up  cache build s  val acc  peak RSS MB']
+        for name, _ in HEAD_CONFIGS:
+            naive_row = epochs['naive:' + name]
+            for mode in ('naive', 'cached'):
+                row = epochs[mode + ':' + name]
+                lines.append('  %-7s  %-7s  %7.2f  %7.1fx  %13s  %7.3f  %11.0f' % (
+                    name, mode, row['epoch_seconds'],
+                    naive_row['epoch_seconds'] / row['epoch_seconds'],
+                    '-' if row['cache_seconds'] is None else '%.1f' % row['cache_seconds'],
+                    row['val_accuracy'], row['peak_rss_mb']))
+    return '\n'.join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Measure AlexNet forward and fine-tuning speed against this '
+                    "machine's matrix-product peak, the input pipeline, and cached features.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--out', default='bench.json', help='where to write the numbers')
+    parser.add_argument('--quick', action='store_true',
+                        help='tiny settings: a smoke run of every part in well under a minute')
+    parser.add_argument('--repeats', type=int, default=3, help='timed runs per measurement (best)')
+    parser.add_argument('--epoch-images', type=int, default=0,
+                        help='also time finetune.py epochs, naive and cached, on this many '
+                             'generated photos (0: skip; 300 takes a few minutes)')
+    parser.add_argument('--epochs', type=int, default=5,
+                        help='epochs per --epoch-images run (the median epoch is reported)')
+    parser.add_argument('--epoch-views', default='2',
+                        help='--cache-views of the cached epoch runs (ten-crops or a number)')
+    parser.add_argument('--part', default=None, help=argparse.SUPPRESS)     # child process
+    parser.add_argument('--settings', default=None, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    if args.part:
+        child(args.part, json.loads(args.settings))
+        return 0
+    if args.repeats < 1 or args.epoch_images < 0 or args.epochs < 1:
+        sys.exit('error: --repeats and --epochs must be at least 1, --epoch-images at least 0')
+    if args.quick:
+        settings = {'matmul_size': 1024, 'batch_sizes': [1, 8], 'repeats': 1, 'train_batch': 8,
+                    'pipeline_images': 32, 'pipeline_batch': 16}
+    else:
+        settings = {'matmul_size': 4096, 'batch_sizes': [1, 32, 128], 'repeats': args.repeats,
+                    'train_batch': 128, 'pipeline_images': 256, 'pipeline_batch': 32}
+    started = time.time()
+    results = {'date': time.strftime('%Y-%m-%d %H:%M'), 'cpus': os.cpu_count(),
+               'python': sys.version.split()[0], 'settings': settings}
+    for part in ('compute', 'training', 'pipeline'):
+        print('measuring %s ...' % part, flush=True)
+        results[part] = run_part(part, settings)
+    results['tensorflow'] = results['compute']['tensorflow']
+    if args.epoch_images:
+        results['epochs'] = run_epochs(args, settings)
+    results['seconds'] = time.time() - started
+    print()
+    print(format_report(results))
+    with open(args.out, 'w', encoding='utf-8') as f:
+        json.dump(results, f, indent=2)
+    print('\n%.0fs; numbers written to %s' % (results['seconds'], args.out))
+    return 0
+
+
+def run_epochs(args, settings):
+    """The finetune.py runs: naive and cached, fc6-fc8 and fc7-fc8, on generated photos."""
+    import datagenerator
+    import alexnet
+    work = tempfile.mkdtemp(prefix='bench-epochs-')
+    try:
+        # A list file: the generated folder also holds the source*.jpg the photos link to.
+        data = os.path.join(work, 'photos.txt')
+        with open(data, 'w', encoding='utf-8') as f:
+            f.writelines('%s %d\n' % item for item in datagenerator.make_benchmark_images(
+                os.path.join(work, 'photos'), args.epoch_images))
+        weights = alexnet.DEFAULT_WEIGHTS_PATH
+        if not os.path.isfile(weights):
+            weights = os.path.join(work, 'stand_in.npz')
+            stand_in_weights(weights)
+        batch = 8 if args.quick else 128
+        epoch_settings = dict(settings, epoch_data=data, epoch_weights=weights,
+                              epoch_logs=os.path.join(work, 'logs'), epochs=args.epochs,
+                              epoch_views=args.epoch_views, epoch_batch=batch)
+        found, _ = datagenerator.find_dataset(data)
+        train, _ = datagenerator.split_dataset(found, 0.1, 0)
+        epochs = {'images': args.epoch_images, 'train_images': len(train),
+                  'views': args.epoch_views, 'batch': batch, 'weights': weights}
+        for name, _ in HEAD_CONFIGS:
+            for mode in ('naive', 'cached'):
+                print('measuring finetune.py epochs, %s %s ...' % (mode, name), flush=True)
+                epochs[mode + ':' + name] = run_part('epoch:%s:%s' % (mode, name),
+                                                     epoch_settings)
+        return epochs
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""bench.py run through main() with its smallest settings, as a user would."""
+import json
+
+import pytest
+
+import bench
+
+
+@pytest.mark.slow
+def test_quick_bench_prints_the_table_and_writes_json(tmp_path, capsys):
+    out = tmp_path / 'bench.json'
+    assert bench.main(['--quick', '--out', str(out)]) == 0
+    printed = capsys.readouterr().out
+    for text in ('GFLOP/s peak', 'share of matmul peak', 'cached/naive', 'Input pipeline alone',
+                 'numbers written to %s' % out):
+        assert text in printed, text
+    results = json.loads(out.read_text())
+    assert results['compute']['matmul_gflops'] > 0
+    assert [row['batch'] for row in results['compute']['forward']] == [1, 8]
+    # 2 x the layer table's connections: the paper-style count of AlexNet's forward pass.
+    assert results['compute']['forward'][0]['gflop_per_image'] == pytest.approx(1.45, abs=0.01)
+    for name in ('fc6-fc8', 'fc7-fc8'):
+        row = results['training'][name]
+        assert row['naive'] > 0 and row['ratio'] == pytest.approx(row['cached'] / row['naive'])
+    assert results['pipeline']['images_per_second'] > 0
+    for part in ('compute', 'training', 'pipeline'):
+        assert results[part]['peak_rss_mb'] > 50, part
+
+
+def test_bad_arguments_stop_with_a_message():
+    with pytest.raises(SystemExit) as err:
+        bench.main(['--repeats', '0'])
+    assert 'at least 1' in str(err.value)
