@@ -60,7 +60,6 @@ import figures
 import validate_alexnet_on_imagenet as validate
 import weight_files
 
-RANDOM = validate.RANDOM          # --weights none: random weights, as everywhere
 CROPS = ('center', 'ten')         # the two ways to test, see the docstring
 TOP_K = (1, 5)
 BATCH_IMAGES = 8                  # images per forward pass (x 10 crops with 'ten')
@@ -116,7 +115,7 @@ def average_crops(outputs, crops_per_image):
 
 def num_classes_for(weights, num_classes=alexnet.NUM_CLASSES):
     """fc8's outputs in `weights`; `num_classes` for random weights."""
-    return num_classes if weights == RANDOM else alexnet.num_classes_of(weights)
+    return num_classes if weights == alexnet.RANDOM_WEIGHTS else alexnet.num_classes_of(weights)
 
 
 def load_weights(session, model, weights):
@@ -126,13 +125,13 @@ def load_weights(session, model, weights):
     tf.set_random_seed before building the graph).
     """
     session.run(tf.global_variables_initializer())
-    if weights != RANDOM:
+    if weights != alexnet.RANDOM_WEIGHTS:
         alexnet.restore_weights(session, model, weights)
 
 
 def weights_label(weights):
     """What made a figure or a number, for titles: the weights, or a warning."""
-    if weights == RANDOM:
+    if weights == alexnet.RANDOM_WEIGHTS:
         return figures.RANDOM_WEIGHTS_NOTE + ' (--weights none)'
     return 'weights: %s' % weights
 

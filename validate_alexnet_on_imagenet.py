@@ -34,7 +34,6 @@ import weight_files
 
 IMAGE_DIR = 'images'
 DEFAULT_FIGURE = os.path.join('logs', 'validation_results.png')
-RANDOM = 'none'
 
 
 def image_paths(folder):
@@ -59,7 +58,7 @@ def classify(paths, weights=alexnet.DEFAULT_WEIGHTS_PATH, lang='en', top_k=5, se
     Raises:
       weight_files.WeightFileError: the weights are missing or do not fit.
     """
-    random_weights = weights == RANDOM
+    random_weights = weights == alexnet.RANDOM_WEIGHTS
     num_classes = alexnet.NUM_CLASSES if random_weights else alexnet.num_classes_of(weights)
     names = (class_names.imagenet_class_names(lang) if random_weights
              else class_names.class_names_for(weights, num_classes, lang))
@@ -141,7 +140,7 @@ def main(argv=None):
     if not paths:
         print('error: no images given and none in %s/' % IMAGE_DIR, file=sys.stderr)
         return 2
-    if args.weights != RANDOM and alexnet.checkpoint_of(args.weights) is None \
+    if args.weights != alexnet.RANDOM_WEIGHTS and alexnet.checkpoint_of(args.weights) is None \
             and not os.path.isfile(args.weights):
         print('error: no weights at %s. The pretrained bvlc_alexnet.npy (233 MB) goes in weights/: '
               'run `python download.py weights`, which fetches it from '
@@ -155,7 +154,7 @@ def main(argv=None):
         print('error: %s' % err, file=sys.stderr)
         return 2
     note = None
-    if args.weights == RANDOM:
+    if args.weights == alexnet.RANDOM_WEIGHTS:
         note = 'RANDOM WEIGHTS (--weights none): these predictions are noise, not AlexNet\'s'
     # With --json, stdout holds only the JSON; everything else goes to stderr.
     report = sys.stderr if args.json else sys.stdout
@@ -168,7 +167,7 @@ def main(argv=None):
     if args.figure and images:
         english = None
         if args.lang != 'en':  # the figure's font has no Chinese glyphs: label it in English
-            english = (class_names.imagenet_class_names('en') if args.weights == RANDOM else
+            english = (class_names.imagenet_class_names('en') if args.weights == alexnet.RANDOM_WEIGHTS else
                        class_names.class_names_for(args.weights, alexnet.num_classes_of(args.weights)))
         print('figure: %s' % save_figure(results, images, args.figure, english, note), file=report)
     failed = [r for r in results if 'error' in r]

@@ -291,7 +291,7 @@ def main(argv=None):
     except (datagenerator.ImageError, InputError) as err:
         print('error: %s' % err, file=sys.stderr)
         return 2
-    if getattr(args, 'weights', None) == evaluate.RANDOM:
+    if getattr(args, 'weights', None) == alexnet.RANDOM_WEIGHTS:
         print(evaluate.weights_label(args.weights))
     for figure in drawn:
         print('wrote %s (%d tiles, %dx%d pixels)' % ((figure.path, figure.tiles) + figure.size))

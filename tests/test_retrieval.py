@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import alexnet
 import evaluate
 import retrieval
 import weight_files
@@ -140,7 +141,7 @@ def test_main_errors(tmp_path, capsys):
 def test_draw_returns_tile_count(photos, tmp_path):
     a, b = str(photos / 'zebras' / 'a.png'), str(photos / 'other' / 'b.png')
     figure = retrieval.draw([(a, [(b, 1.5), (a, 0.0)]), (b, [(a, 1.5)])],
-                            str(tmp_path / 'grid.png'), evaluate.RANDOM)
+                            str(tmp_path / 'grid.png'), alexnet.RANDOM_WEIGHTS)
     assert figure.tiles == 5
     with Image.open(figure.path) as image:
         assert image.size == figure.size
