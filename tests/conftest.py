@@ -113,3 +113,12 @@ def bvlc_npy(tmp_path_factory, bvlc_layers):
 def graph():
     with tf.Graph().as_default() as g:
         yield g
+
+
+@pytest.fixture(scope='session')
+def weights_npz(tmp_path_factory):
+    """A 2-class AlexNet (cat, dog) with random weights, as a fine-tuned .npz."""
+    from weight_files import save_npz
+    path = tmp_path_factory.mktemp('weights') / 'two_classes.npz'
+    save_npz(str(path), random_layers(num_classes=2, seed=1), ['cat', 'dog'])
+    return str(path)

@@ -11,15 +11,6 @@ import alexnet
 import datagenerator
 import evaluate
 import validate_alexnet_on_imagenet as validate
-import weight_files
-from conftest import random_layers
-
-
-@pytest.fixture(scope='module')
-def weights_npz(tmp_path_factory):
-    path = tmp_path_factory.mktemp('weights') / 'two_classes.npz'
-    weight_files.save_npz(str(path), random_layers(num_classes=2, seed=2), ['cat', 'dog'])
-    return str(path)
 
 
 @pytest.fixture(scope='module')

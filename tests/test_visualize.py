@@ -11,15 +11,6 @@ import datagenerator
 import figures
 import visualize
 import weight_files
-from conftest import random_layers
-
-
-@pytest.fixture(scope='module')
-def weights_npz(tmp_path_factory):
-    """A 2-class AlexNet with small random weights, as a fine-tuned .npz."""
-    path = tmp_path_factory.mktemp('weights') / 'two_classes.npz'
-    weight_files.save_npz(str(path), random_layers(num_classes=2, seed=1), ['cat', 'dog'])
-    return str(path)
 
 
 @pytest.fixture(scope='module')
