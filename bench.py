@@ -14,13 +14,14 @@ Measures, each part in a fresh Python process (so its peak resident memory is it
   feature_cache.py), and their ratio. Inputs sit in memory, so this is compute.
 * pipeline: images/s of datagenerator.make_dataset alone (PIL decode, resize to
   256, random crop, mirror, PCA noise) on generated ~500x375 JPEGs, and its ratio
-  to what naive training consumes.
+  to what naive training consumes; and the peak RSS of one training epoch of the
+  pipeline over 2,000 and over 20,000 photos, which must differ by little.
 * epochs (only with --epoch-images N): real finetune.py runs, naive and
   --cache-features, training fc6-fc8 and fc7-fc8 on N generated photos: seconds per
   epoch (training + validation, from metrics.csv), cache build time, validation
   accuracy.
 
-    python bench.py                       # about 2 minutes on 2 cores
+    python bench.py                       # about 95 s on 2 cores
     python bench.py --epoch-images 300    # adds the epoch-time comparison
     python bench.py --quick               # small settings (the test)
 
@@ -156,14 +157,96 @@ def bench_training(batch, steps):
     return result
 
 
+# --- Generated photos ------------------------------------------------------
+
+def make_benchmark_images(folder, count, size=(500, 375), distinct=20, seed=0):
+    """Writes `distinct` smooth noisy JPEGs of size (width, height) and links to them up to
+    `count` files (cat.<i>.jpg / dog.<i>.jpg); returns find_dataset-style items.
+
+    Cats are tinted red and dogs blue, so that even random frozen features can tell
+    them apart and two ways of training can be compared on validation accuracy."""
+    if distinct % 2:
+        raise ValueError('distinct must be even: image i is source i % distinct, label i % 2')
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.RandomState(seed)
+    y, x = np.mgrid[0:size[1], 0:size[0]]
+    sources = []
+    for i in range(distinct):
+        source = os.path.join(folder, 'source%d.jpg' % i)
+        if not os.path.exists(source):
+            pixels = np.stack([np.sin(x / (20.0 + i)) * 80 + 120, np.cos(y / (15.0 + i)) * 80 + 120,
+                               (x + y + 10 * i) % 256 * 0.5 + 60], axis=-1)
+            pixels[..., 0 if i % 2 == 0 else 2] += 40        # label i % 2: red cats, blue dogs
+            pixels += rng.normal(0, 12, pixels.shape)
+            from PIL import Image
+            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(source, quality=90)
+        sources.append(source)
+    items = []
+    for i in range(count):
+        label = i % 2
+        path = os.path.join(folder, '%s.%d.jpg' % (('cat', 'dog')[label], i))
+        if not os.path.exists(path):
+            try:
+                os.symlink(os.path.basename(sources[i % distinct]), path)
+            except OSError:
+                with open(sources[i % distinct], 'rb') as src, open(path, 'wb') as dst:
+                    dst.write(src.read())
+        items.append((path, label))
+    return items
+
+
+def pipeline_speed(folder, count, batch_size, training, repeats):
+    """Images per second of make_dataset over `count` generated 500x375 JPEGs (best of repeats)."""
+    items = make_benchmark_images(folder, count)
+    best = 0.0
+    tf = _tf()
+    import datagenerator
+    with tf.Graph().as_default():
+        iterator = tf.data.make_initializable_iterator(
+            datagenerator.make_dataset(items, batch_size, training, seed=0))
+        images, _ = iterator.get_next()
+        with tf.Session() as session:
+            for _ in range(repeats):
+                session.run(iterator.initializer)
+                start, seen = time.time(), 0
+                try:
+                    while True:
+                        seen += len(session.run(images))
+                except tf.errors.OutOfRangeError:
+                    pass
+                best = max(best, seen / (time.time() - start))
+    return best
+
+
+def bench_pipeline_memory(count, batch):
+    """One training epoch of make_dataset over `count` generated photos, no model: its
+    peak RSS (the caller runs it in a fresh process) must not grow with `count`."""
+    tf = _tf()
+    import datagenerator
+    folder = tempfile.mkdtemp(prefix='bench-memory-')
+    try:
+        items = make_benchmark_images(folder, count)
+        started = time.time()
+        with tf.Graph().as_default():
+            labels = tf.data.make_one_shot_iterator(
+                datagenerator.make_dataset(items, batch, training=True, seed=0)).get_next()[1]
+            with tf.Session() as session:
+                try:
+                    while True:
+                        session.run(labels)
+                except tf.errors.OutOfRangeError:
+                    pass
+        seconds = time.time() - started
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {'images': count, 'batch': batch, 'seconds': seconds}
+
+
 def bench_pipeline(count, batch):
     """make_dataset's images/s with training augmentation, on generated 500x375 JPEGs."""
-    _tf()
-    import datagenerator
     folder = tempfile.mkdtemp(prefix='bench-images-')
     try:
-        speed = datagenerator.bench_pipeline_speed(folder, count, batch, training=True,
-                                                   repeats=2)
+        speed = pipeline_speed(folder, count, batch, training=True, repeats=2)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return {'images': count, 'batch': batch, 'images_per_second': speed}
@@ -244,6 +327,8 @@ def child(part, settings):
         result = bench_training(settings['train_batch'], settings['repeats'])
     elif part == 'pipeline':
         result = bench_pipeline(settings['pipeline_images'], settings['pipeline_batch'])
+    elif part.startswith('memory:'):
+        result = bench_pipeline_memory(int(part.split(':')[1]), settings['pipeline_batch'])
     elif part.startswith('epoch:'):
         _, mode, first = part.split(':')
         layers = dict(HEAD_CONFIGS)[first]
@@ -286,6 +371,11 @@ def format_report(results):
               'images/s = %.1fx what naive fc6-fc8 training consumes   [peak RSS %.0f MB]'
               % (pipeline['images'], pipeline['images_per_second'],
                  pipeline['images_per_second'] / naive, pipeline['peak_rss_mb'])]
+    small, large = results['memory'][0], results['memory'][-1]
+    lines += ['Input pipeline memory, one training epoch: peak RSS %.0f MB over %d photos, '
+              '%.0f MB over %d (%+.0f%%)'
+              % (small['peak_rss_mb'], small['images'], large['peak_rss_mb'], large['images'],
+                 100.0 * (large['peak_rss_mb'] / small['peak_rss_mb'] - 1))]
     epochs = results.get('epochs')
     if epochs:
         lines += ['', 'finetune.py epochs on %d generated photos (%d train), %s views cached, '
@@ -335,16 +425,20 @@ def main(argv=None):
         sys.exit('error: --repeats and --epochs must be at least 1, --epoch-images at least 0')
     if args.quick:
         settings = {'matmul_size': 1024, 'batch_sizes': [1, 8], 'repeats': 1, 'train_batch': 8,
-                    'pipeline_images': 32, 'pipeline_batch': 16}
+                    'pipeline_images': 32, 'pipeline_batch': 16, 'memory_images': [50, 500]}
     else:
         settings = {'matmul_size': 4096, 'batch_sizes': [1, 32, 128], 'repeats': args.repeats,
-                    'train_batch': 128, 'pipeline_images': 256, 'pipeline_batch': 32}
+                    'train_batch': 128, 'pipeline_images': 256, 'pipeline_batch': 32,
+                    'memory_images': [2000, 20000]}
     started = time.time()
     results = {'date': time.strftime('%Y-%m-%d %H:%M'), 'cpus': os.cpu_count(),
                'python': sys.version.split()[0], 'settings': settings}
     for part in ('compute', 'training', 'pipeline'):
         print('measuring %s ...' % part, flush=True)
         results[part] = run_part(part, settings)
+    print('measuring pipeline memory ...', flush=True)
+    results['memory'] = [run_part('memory:%d' % count, settings)
+                         for count in settings['memory_images']]
     results['tensorflow'] = results['compute']['tensorflow']
     if args.epoch_images:
         results['epochs'] = run_epochs(args, settings)
@@ -366,7 +460,7 @@ def run_epochs(args, settings):
         # A list file: the generated folder also holds the source*.jpg the photos link to.
         data = os.path.join(work, 'photos.txt')
         with open(data, 'w', encoding='utf-8') as f:
-            f.writelines('%s %d\n' % item for item in datagenerator.make_benchmark_images(
+            f.writelines('%s %d\n' % item for item in make_benchmark_images(
                 os.path.join(work, 'photos'), args.epoch_images))
         weights = alexnet.DEFAULT_WEIGHTS_PATH
         if not os.path.isfile(weights):

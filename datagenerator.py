@@ -48,7 +48,6 @@ import concurrent.futures
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 
@@ -669,89 +668,3 @@ def make_dataset(items, batch_size, training, seed=None, epoch=0, augment=True,
     dataset = dataset.map(lambda image, label, ok: (image, label))
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     return dataset.prefetch(prefetch)
-
-
-# --- Benchmarks (for bench.py; not run by the tests) ------------------------
-
-def make_benchmark_images(folder, count, size=(500, 375), distinct=20, seed=0):
-    """Writes `distinct` smooth noisy JPEGs of size (width, height) and links to them up to
-    `count` files (cat.<i>.jpg / dog.<i>.jpg); returns find_dataset-style items.
-
-    Cats are tinted red and dogs blue, so that even random frozen features can tell
-    them apart and two ways of training can be compared on validation accuracy."""
-    if distinct % 2:
-        raise ValueError('distinct must be even: image i is source i % distinct, label i % 2')
-    os.makedirs(folder, exist_ok=True)
-    rng = np.random.RandomState(seed)
-    y, x = np.mgrid[0:size[1], 0:size[0]]
-    sources = []
-    for i in range(distinct):
-        source = os.path.join(folder, 'source%d.jpg' % i)
-        if not os.path.exists(source):
-            pixels = np.stack([np.sin(x / (20.0 + i)) * 80 + 120, np.cos(y / (15.0 + i)) * 80 + 120,
-                               (x + y + 10 * i) % 256 * 0.5 + 60], axis=-1)
-            pixels[..., 0 if i % 2 == 0 else 2] += 40        # label i % 2: red cats, blue dogs
-            pixels += rng.normal(0, 12, pixels.shape)
-            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(source, quality=90)
-        sources.append(source)
-    items = []
-    for i in range(count):
-        label = i % 2
-        path = os.path.join(folder, '%s.%d.jpg' % (('cat', 'dog')[label], i))
-        if not os.path.exists(path):
-            try:
-                os.symlink(os.path.basename(sources[i % distinct]), path)
-            except OSError:
-                with open(sources[i % distinct], 'rb') as src, open(path, 'wb') as dst:
-                    dst.write(src.read())
-        items.append((path, label))
-    return items
-
-
-def bench_pipeline_speed(folder, count=200, batch_size=32, training=False, repeats=3):
-    """Images per second of make_dataset over `count` generated 500x375 JPEGs (best of repeats)."""
-    items = make_benchmark_images(folder, count)
-    best = 0.0
-    with tf.Graph().as_default():
-        iterator = tf.data.make_initializable_iterator(
-            make_dataset(items, batch_size, training, seed=0))
-        images, _ = iterator.get_next()
-        with tf.Session() as session:
-            for _ in range(repeats):
-                session.run(iterator.initializer)
-                start, seen = time.time(), 0
-                try:
-                    while True:
-                        seen += len(session.run(images))
-                except tf.errors.OutOfRangeError:
-                    pass
-                best = max(best, seen / (time.time() - start))
-    return best
-
-
-def bench_pipeline_memory(folder, sizes=(2000, 20000), batch_size=64, training=True):
-    """Peak RSS (MB) of one epoch of make_dataset for each dataset size, each in a fresh
-    Python process, e.g. {2000: 1012.3, 20000: 1030.9}: the two should differ by little."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    peaks = {}
-    for count in sizes:
-        items = make_benchmark_images(folder, count)
-        code = ('import json, resource, sys, tensorflow.compat.v1 as tf, datagenerator as dg\n'
-                'tf.disable_v2_behavior()\n'
-                'items = [tuple(item) for item in json.load(sys.stdin)]\n'
-                'with tf.Graph().as_default():\n'
-                '    images, labels = tf.data.make_one_shot_iterator(\n'
-                '        dg.make_dataset(items, %d, %r, seed=0)).get_next()\n'
-                '    with tf.Session() as session:\n'
-                '        try:\n'
-                '            while True:\n'
-                '                session.run(labels)\n'
-                '        except tf.errors.OutOfRangeError:\n'
-                '            pass\n'
-                'print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)\n'
-                % (batch_size, training))
-        result = subprocess.run([sys.executable, '-c', code], input=json.dumps(items), cwd=here,
-                                stdout=subprocess.PIPE, universal_newlines=True, check=True,
-                                env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
-        peaks[count] = float(result.stdout.split()[-1])
-    return peaks

@@ -25,6 +25,18 @@ def test_quick_bench_prints_the_table_and_writes_json(tmp_path, capsys):
     assert results['pipeline']['images_per_second'] > 0
     for part in ('compute', 'training', 'pipeline'):
         assert results[part]['peak_rss_mb'] > 50, part
+    assert [row['images'] for row in results['memory']] == [50, 500]
+    assert 'Input pipeline memory, one training epoch' in printed
+
+
+def test_generated_photos_are_labelled_by_tint(tmp_path):
+    items = bench.make_benchmark_images(str(tmp_path), 6, size=(40, 30), distinct=4)
+    assert [label for _, label in items] == [0, 1, 0, 1, 0, 1]
+    from PIL import Image
+    import numpy as np
+    means = [np.asarray(Image.open(path), np.float64).mean(axis=(0, 1)) for path, _ in items[:2]]
+    red_minus_blue = [m[0] - m[2] for m in means]
+    assert red_minus_blue[0] - red_minus_blue[1] > 40      # +40 red for cats, +40 blue for dogs
 
 
 def test_bad_arguments_stop_with_a_message():

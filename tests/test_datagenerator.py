@@ -518,11 +518,3 @@ def test_make_dataset_without_augmentation_gives_eval_images(small_dataset):
 def test_make_dataset_rejects_no_items():
     with pytest.raises(dg.DatasetError, match='no images'):
         dg.make_dataset([], 4, training=True)
-
-
-@pytest.mark.slow
-def test_benchmarks_run(tmp_path):
-    assert dg.bench_pipeline_speed(str(tmp_path / 'speed'), count=8, batch_size=4,
-                                   repeats=1) > 0
-    peaks = dg.bench_pipeline_memory(str(tmp_path / 'memory'), sizes=(8,), batch_size=4)
-    assert 0 < peaks[8] < 10000
