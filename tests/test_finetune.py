@@ -198,3 +198,20 @@ def test_bad_arguments(dataset, tmp_path, capsys):
     assert run(str(tmp_path / 'nowhere'), tmp_path, '--weights', 'none') == 2
     assert run(dataset, tmp_path, '--weights', 'none', '--resume') == 2
     assert 'nothing to resume' in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_on_the_bundled_photos(tmp_path, capsys):
+    """What `make demo` runs (without weights): the 5 photos in data/sample, end to end."""
+    sample = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          'data', 'sample')
+    assert finetune.main(['--data', sample, '--val-fraction', '0.4', '--epochs', '2',
+                          '--batch-size', '4', '--learning-rate', '0.001', '--weights', 'none',
+                          '--log-dir', str(tmp_path), '--run-name', 'demo', '--no-progress']) == 0
+    out = capsys.readouterr().out
+    assert '3 training and 2 validation images' in out
+    assert 'cannot train a classifier' in out and 'download.py petimages' in out
+    assert 'no pretrained weights' in out and 'download.py weights' in out
+    assert (tmp_path / 'demo' / 'curves.png').exists()
+    with open(str(tmp_path / 'demo' / 'metrics.csv')) as f:
+        assert len(list(csv.DictReader(f))) == 2
