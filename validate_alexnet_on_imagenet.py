@@ -129,7 +129,10 @@ def parse_args(argv=None):
     parser.add_argument('--json', action='store_true', help='print one JSON list instead')
     parser.add_argument('--figure', default=DEFAULT_FIGURE,
                         help="PNG of the images with their top 3 ('' for none)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.top_k < 1:
+        parser.error('--top-k must be at least 1')
+    return args
 
 
 def main(argv=None):

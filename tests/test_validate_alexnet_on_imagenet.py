@@ -77,3 +77,9 @@ def test_random_weights_say_so(tmp_path, capsys):
     code = validate.main(PHOTOS[:1] + ['--weights', 'none', '--figure', ''])
     assert code == 0
     assert 'RANDOM WEIGHTS' in capsys.readouterr().out
+
+
+def test_bad_top_k(capsys):
+    with pytest.raises(SystemExit):
+        validate.parse_args(['--top-k', '0'])
+    assert '--top-k must be at least 1' in capsys.readouterr().err
