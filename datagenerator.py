@@ -45,6 +45,8 @@ Deviations from the paper:
 from __future__ import annotations
 
 import concurrent.futures
+import glob
+import hashlib
 import json
 import os
 import re
@@ -76,6 +78,7 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.jpe', '.jfif', '.png', '.gif', '.bmp', '.
 CLASS_NAMES_FILE = 'class_names.txt'   # optional, beside a list file: one name per line
 SCAN_CACHE_FILE = 'image_scan_cache.json'
 AUTOTUNE = tf.data.experimental.AUTOTUNE
+DECODED_SHUFFLE_IMAGES = 1000   # make_dataset(decoded_cache=...): shuffle window, ~250 MB
 
 
 class ImageError(ValueError):
@@ -596,7 +599,8 @@ def read_or_skip(path):
 
 def make_dataset(items, batch_size, training, seed=None, epoch=0, augment=True,
                  random_crop=None, flip=None, pca_noise=None, num_parallel_calls=AUTOTUNE,
-                 prefetch=2, drop_remainder=False):
+                 prefetch=2, drop_remainder=False, decoded_cache=None,
+                 shuffle_images=DECODED_SHUFFLE_IMAGES):
     """A tf.data pipeline of (images float32 [N, 227, 227, 3], labels int32 [N]).
 
     Training shuffles and augments (as preprocess_for_train); otherwise the
@@ -630,9 +634,19 @@ def make_dataset(items, batch_size, training, seed=None, epoch=0, augment=True,
       num_parallel_calls: images decoded at once (AUTOTUNE: TF decides).
       prefetch: batches prepared ahead of the training step.
       drop_remainder: drop a last batch smaller than batch_size.
+      decoded_cache: a folder: keep every photo decoded and scaled to 256 there
+        (tf.data's cache, uint8) after the first pass, so later epochs skip JPEG
+        decoding. Training then shuffles a fixed random order of the photos
+        within a window of `shuffle_images` decoded photos (about 0.25 MB each)
+        instead of the whole list, and the scaled pixels are rounded to integers.
+      shuffle_images: that window.
     """
     if not items:
         raise DatasetError('no images to read: the dataset or split is empty')
+    if decoded_cache:
+        return _cached_dataset(items, batch_size, training, seed, epoch, augment, random_crop,
+                               flip, pca_noise, num_parallel_calls, prefetch, drop_remainder,
+                               decoded_cache, shuffle_images)
     paths = [os.fsencode(path) for path, _ in items]
     labels = np.array([label for _, label in items], np.int32)
     switches = [augment if switch is None else switch for switch in (random_crop, flip, pca_noise)]
@@ -666,5 +680,68 @@ def make_dataset(items, batch_size, training, seed=None, epoch=0, augment=True,
     dataset = dataset.map(load, num_parallel_calls=num_parallel_calls)
     dataset = dataset.filter(lambda image, label, ok: ok)
     dataset = dataset.map(lambda image, label, ok: (image, label))
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    return dataset.prefetch(prefetch)
+
+
+# --- Decoded photos cached on disk --------------------------------------------
+
+def _decoded_cache_file(folder, items, order_seed):
+    """The cache's file prefix: named by what it holds (files, order, scaling)."""
+    digest = hashlib.sha1(('v1 %d %r' % (SCALE_SIZE, order_seed)).encode('utf-8'))
+    for path, label in items:
+        status = os.stat(path)
+        digest.update(('%s\t%d\t%d\t%d\n' % (os.path.abspath(path), label, status.st_size,
+                                              status.st_mtime_ns)).encode('utf-8'))
+    os.makedirs(folder, exist_ok=True)
+    prefix = os.path.join(folder, digest.hexdigest()[:20])
+    # A run killed while writing leaves its lock behind (tf.data drops the half
+    # written data itself); one trainer per dataset, so the lock is stale.
+    for stale in glob.glob(prefix + '*.lockfile'):
+        os.remove(stale)
+    return prefix
+
+
+def _cached_dataset(items, batch_size, training, seed, epoch, augment, random_crop, flip,
+                    pca_noise, num_parallel_calls, prefetch, drop_remainder, folder,
+                    shuffle_images):
+    """make_dataset with decoded_cache: decode and scale once, then read the cache."""
+    switches = [augment if switch is None else switch for switch in (random_crop, flip, pca_noise)]
+    augmenting = training and any(switches)
+    seed = np.random.randint(1, 2 ** 31 - 1) if seed is None else int(seed)
+    epoch_seed = seed * 1000003 + tf.cast(epoch, tf.int64)
+    if training:
+        # The cache holds one fixed order (a class-sorted folder would otherwise
+        # fill the shuffle window with one class); each epoch reshuffles it in a window.
+        items = [items[i] for i in np.random.RandomState(seed).permutation(len(items))]
+    paths = [os.fsencode(path) for path, _ in items]
+    labels = np.array([label for _, label in items], np.int32)
+
+    def decode_and_scale(path, label):
+        image, ok = tf.numpy_function(read_or_skip, [path], [tf.uint8, tf.bool])
+        image.set_shape([None, None, 3])
+        ok.set_shape([])
+        scaled = tf.cast(tf.round(resize_shorter_side(image, SCALE_SIZE)), tf.uint8)
+        return scaled, label, ok                                         # [>=256, >=256, 3]
+
+    dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
+    dataset = dataset.map(decode_and_scale, num_parallel_calls=num_parallel_calls)
+    dataset = dataset.filter(lambda image, label, ok: ok)
+    dataset = dataset.map(lambda image, label, ok: (image, label))
+    dataset = dataset.cache(_decoded_cache_file(folder, items, seed if training else None))
+    if training:
+        dataset = dataset.shuffle(min(shuffle_images, len(items)), seed=epoch_seed)
+    if augmenting:
+        dataset = dataset.map(lambda image, label: (image, label, tf.random.uniform(
+            [], 0, 2 ** 62, tf.int64, seed=seed)))
+
+    def prepare(image, label, *key):
+        # The cached photo is already 256 on its shorter side: scaling again is the identity.
+        if augmenting:
+            return augment_image(image, stateless_draws(tf.stack([epoch_seed, key[0]])),
+                                 *switches), label
+        return preprocess_for_eval(image), label
+
+    dataset = dataset.map(prepare, num_parallel_calls=num_parallel_calls)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     return dataset.prefetch(prefetch)

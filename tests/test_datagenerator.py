@@ -518,3 +518,59 @@ def test_make_dataset_without_augmentation_gives_eval_images(small_dataset):
 def test_make_dataset_rejects_no_items():
     with pytest.raises(dg.DatasetError, match='no images'):
         dg.make_dataset([], 4, training=True)
+
+
+def test_decoded_cache_skips_decoding_after_the_first_pass(tmp_path, monkeypatch):
+    rng = np.random.RandomState(0)
+    items = []
+    for i in range(6):
+        path = str(tmp_path / ('%d.jpg' % i))
+        Image.fromarray(rng.randint(0, 255, (260 + 9 * i, 300, 3)).astype(np.uint8)).save(path)
+        items.append((path, i % 2))
+    reads = []
+    real = dg.read_or_skip
+    monkeypatch.setattr(dg, 'read_or_skip', lambda path: reads.append(path) or real(path))
+    cache = str(tmp_path / 'cache')
+    with tf.Graph().as_default():
+        plain = tf.data.make_one_shot_iterator(dg.make_dataset(items, 6, training=False)).get_next()
+        cached = tf.data.make_one_shot_iterator(
+            dg.make_dataset(items, 6, training=False, decoded_cache=cache).repeat(2)).get_next()
+        train = tf.data.make_one_shot_iterator(dg.make_dataset(
+            items, 3, training=True, seed=1, decoded_cache=cache).repeat(3)).get_next()
+        with tf.Session() as session:
+            want = session.run(plain)
+            del reads[:]
+            first, second = session.run(cached), session.run(cached)
+            assert len(reads) == 6                      # the second pass reads the cache
+            # The cache holds the scaled photo rounded to integers: at most 0.5 apart.
+            assert np.abs(first[0] - want[0]).max() <= 0.5 + 1e-4
+            np.testing.assert_array_equal(first[1], want[1])
+            np.testing.assert_array_equal(first[0], second[0])
+            del reads[:]
+            labels = [session.run(train)[1] for _ in range(6)]     # 3 passes of 2 batches
+    assert len(reads) == 6
+    for epoch in range(3):
+        assert sorted(np.concatenate(labels[2 * epoch:2 * epoch + 2]).tolist()) == [0, 0, 0, 1, 1, 1]
+
+
+def test_decoded_cache_left_by_a_killed_run_is_not_a_problem(tmp_path):
+    items = []
+    for i in range(4):
+        path = str(tmp_path / ('%d.jpg' % i))
+        Image.new('RGB', (300, 280), (60 * i, 20, 20)).save(path)
+        items.append((path, i % 2))
+    cache = tmp_path / 'cache'
+    with tf.Graph().as_default():
+        dg.make_dataset(items, 2, training=False, decoded_cache=str(cache))
+    prefix = [name for name in os.listdir(str(cache))]
+    assert prefix == []                      # nothing written before the first pass
+    # What a killed writer leaves: tf.data's lock and a temporary data file.
+    key = dg._decoded_cache_file(str(cache), items, None)
+    open(key + '_0.lockfile', 'w').close()
+    open(key + '_0.data-00000-of-00001.tempstate123', 'w').close()
+    with tf.Graph().as_default():
+        batches = tf.data.make_one_shot_iterator(
+            dg.make_dataset(items, 2, training=False, decoded_cache=str(cache))).get_next()
+        with tf.Session() as session:
+            assert session.run(batches)[0].shape == (2, 227, 227, 3)
+            assert session.run(batches)[0].shape == (2, 227, 227, 3)

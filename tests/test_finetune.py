@@ -215,3 +215,11 @@ def test_demo_on_the_bundled_photos(tmp_path, capsys):
     assert (tmp_path / 'demo' / 'curves.png').exists()
     with open(str(tmp_path / 'demo' / 'metrics.csv')) as f:
         assert len(list(csv.DictReader(f))) == 2
+
+
+@pytest.mark.slow
+def test_cache_decoded_photos(dataset, tmp_path):
+    assert run(dataset, tmp_path, '--weights', 'none', '--epochs', '2', '--cache-decoded') == 0
+    cached = glob.glob(str(tmp_path / '.decoded-cache' / '*.index'))
+    assert len(cached) == 2                          # the training and the validation photos
+    assert [int(r['step']) for r in metrics(tmp_path)] == [2, 4]
