@@ -14,14 +14,15 @@ Measures, each part in a fresh Python process (so its peak resident memory is it
   feature_cache.py), and their ratio. Inputs sit in memory, so this is compute.
 * pipeline: images/s of datagenerator.make_dataset alone (PIL decode, resize to
   256, random crop, mirror, PCA noise) on generated ~500x375 JPEGs, and its ratio
-  to what naive training consumes; and the peak RSS of one training epoch of the
+  to what naive training consumes; the same from the decoded cache
+  (make_dataset(decoded_cache=...), finetune.py --cache-decoded); and the peak RSS of one training epoch of the
   pipeline over 2,000 and over 20,000 photos, which must differ by little.
 * epochs (only with --epoch-images N): real finetune.py runs, naive and
   --cache-features, training fc6-fc8 and fc7-fc8 on N generated photos: seconds per
   epoch (training + validation, from metrics.csv), cache build time, validation
   accuracy.
 
-    python bench.py                       # about 95 s on 2 cores
+    python bench.py                       # about 100 s on 2 cores
     python bench.py --epoch-images 300    # adds the epoch-time comparison
     python bench.py --quick               # small settings (the test)
 
@@ -195,18 +196,20 @@ def make_benchmark_images(folder, count, size=(500, 375), distinct=20, seed=0):
     return items
 
 
-def pipeline_speed(folder, count, batch_size, training, repeats):
-    """Images per second of make_dataset over `count` generated 500x375 JPEGs (best of repeats)."""
+def pipeline_speed(folder, count, batch_size, training, repeats, decoded_cache=None):
+    """Images per second of make_dataset over `count` generated 500x375 JPEGs (best of
+    repeats); with decoded_cache, a first pass (not timed) fills the cache."""
     items = make_benchmark_images(folder, count)
-    best = 0.0
+    warm_up = 1 if decoded_cache else 0
+    rates = []
     tf = _tf()
     import datagenerator
     with tf.Graph().as_default():
-        iterator = tf.data.make_initializable_iterator(
-            datagenerator.make_dataset(items, batch_size, training, seed=0))
+        iterator = tf.data.make_initializable_iterator(datagenerator.make_dataset(
+            items, batch_size, training, seed=0, decoded_cache=decoded_cache))
         images, _ = iterator.get_next()
         with tf.Session() as session:
-            for _ in range(repeats):
+            for _ in range(warm_up + repeats):
                 session.run(iterator.initializer)
                 start, seen = time.time(), 0
                 try:
@@ -214,8 +217,8 @@ def pipeline_speed(folder, count, batch_size, training, repeats):
                         seen += len(session.run(images))
                 except tf.errors.OutOfRangeError:
                     pass
-                best = max(best, seen / (time.time() - start))
-    return best
+                rates.append(seen / (time.time() - start))
+    return max(rates[warm_up:])
 
 
 def bench_pipeline_memory(count, batch):
@@ -247,9 +250,12 @@ def bench_pipeline(count, batch):
     folder = tempfile.mkdtemp(prefix='bench-images-')
     try:
         speed = pipeline_speed(folder, count, batch, training=True, repeats=2)
+        cached = pipeline_speed(folder, count, batch, training=True, repeats=2,
+                                decoded_cache=os.path.join(folder, 'decoded'))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    return {'images': count, 'batch': batch, 'images_per_second': speed}
+    return {'images': count, 'batch': batch, 'images_per_second': speed,
+            'decoded_cache_images_per_second': cached}
 
 
 def stand_in_weights(path, seed=0):
@@ -370,7 +376,11 @@ def format_report(results):
     lines += ['', 'Input pipeline alone (decode+augment, %d generated 500x375 JPEGs): %.1f '
               'images/s = %.1fx what naive fc6-fc8 training consumes   [peak RSS %.0f MB]'
               % (pipeline['images'], pipeline['images_per_second'],
-                 pipeline['images_per_second'] / naive, pipeline['peak_rss_mb'])]
+                 pipeline['images_per_second'] / naive, pipeline['peak_rss_mb']),
+              'Input pipeline from the decoded cache (--cache-decoded, after its first pass): '
+              '%.1f images/s = %.1fx the JPEG path'
+              % (pipeline['decoded_cache_images_per_second'],
+                 pipeline['decoded_cache_images_per_second'] / pipeline['images_per_second'])]
     small, large = results['memory'][0], results['memory'][-1]
     lines += ['Input pipeline memory, one training epoch: peak RSS %.0f MB over %d photos, '
               '%.0f MB over %d (%+.0f%%)'

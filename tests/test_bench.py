@@ -23,6 +23,7 @@ def test_quick_bench_prints_the_table_and_writes_json(tmp_path, capsys):
         row = results['training'][name]
         assert row['naive'] > 0 and row['ratio'] == pytest.approx(row['cached'] / row['naive'])
     assert results['pipeline']['images_per_second'] > 0
+    assert results['pipeline']['decoded_cache_images_per_second'] > 0
     for part in ('compute', 'training', 'pipeline'):
         assert results[part]['peak_rss_mb'] > 50, part
     assert [row['images'] for row in results['memory']] == [50, 500]
