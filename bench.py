@@ -14,8 +14,8 @@ Measures, each part in a fresh Python process (so its peak resident memory is it
   feature_cache.py), and their ratio. Inputs sit in memory, so this is compute.
 * pipeline: images/s of datagenerator.make_dataset alone (PIL decode, resize to
   256, random crop, mirror, PCA noise) on generated ~500x375 JPEGs, and its ratio
-  to what naive training consumes; the same from the decoded cache
-  (make_dataset(decoded_cache=...), finetune.py --cache-decoded); and the peak RSS of one training epoch of the
+  to what naive training consumes; the same read from the decoded cache
+  (finetune.py --cache-decoded); and the peak RSS of one training epoch of the
   pipeline over 2,000 and over 20,000 photos, which must differ by little.
 * epochs (only with --epoch-images N): real finetune.py runs, naive and
   --cache-features, training fc6-fc8 and fc7-fc8 on N generated photos: seconds per
