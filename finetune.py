@@ -189,9 +189,9 @@ def train_epoch(session, graph, handle, steps, keep_prob, writer, summary_every,
     """Runs `steps` training steps; returns (mean loss, accuracy) over them."""
     total_loss, correct, seen = 0.0, 0, 0
     bar = tqdm(range(steps), disable=not progress, unit='batch', leave=False)
-    fetches = [graph.train_op, graph.cross_entropy, graph.correct, graph.batch, graph.global_step]
+    fetches = [graph.train_op, graph.cross_entropy, graph.correct, graph.batch]
+    step = session.run(graph.global_step)      # counted here from now on: one run per step
     for _ in bar:
-        step = session.run(graph.global_step)
         summarise = step % summary_every == 0
         # The summaries come from the same run as the training step.
         try:
@@ -201,11 +201,12 @@ def train_epoch(session, graph, handle, steps, keep_prob, writer, summary_every,
             if 'Nan in summary' in err.message:    # a histogram met the diverged weights
                 raise FloatingPointError('nan')
             raise
-        _, loss, batch_correct, batch, _ = results[:5]
+        _, loss, batch_correct, batch = results[:4]
         if not math.isfinite(loss):
             raise FloatingPointError(loss)
         if summarise:
-            writer.add_summary(results[5], step)
+            writer.add_summary(results[4], step)
+        step += 1
         total_loss += loss * batch
         correct += batch_correct
         seen += batch
