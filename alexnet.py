@@ -278,7 +278,9 @@ def checkpoint_of(source):
 
 
 def num_classes_of(source):
-    """fc8's output count in a weight file, checkpoint or run folder."""
+    """fc8's output count in a weight file, checkpoint or run folder (1000 for 'none')."""
+    if source == RANDOM_WEIGHTS:
+        return NUM_CLASSES
     checkpoint = checkpoint_of(source)
     if checkpoint:
         return tf.train.load_variable(checkpoint, 'fc8/biases').shape[0]
@@ -288,9 +290,13 @@ def num_classes_of(source):
 def restore_weights(session, model, source):
     """Sets all of `model`'s layers from a weight file, checkpoint or run folder.
 
+    With source 'none' (RANDOM_WEIGHTS) the variables keep their initial values.
+
     Raises:
       weight_files.WeightFileError: the source is missing or does not fit.
     """
+    if source == RANDOM_WEIGHTS:
+        return
     checkpoint = checkpoint_of(source)
     if checkpoint is None:
         model.load_initial_weights(session, source, skip_layer=())

@@ -113,11 +113,6 @@ def average_crops(outputs, crops_per_image):
 
 # --- Weights: a file, a checkpoint, a run folder, or random -----------------
 
-def num_classes_for(weights, num_classes=alexnet.NUM_CLASSES):
-    """fc8's outputs in `weights`; `num_classes` for random weights."""
-    return num_classes if weights == alexnet.RANDOM_WEIGHTS else alexnet.num_classes_of(weights)
-
-
 def load_weights(session, model, weights):
     """Initializes all variables, then restores `weights` unless it is 'none'.
 
@@ -125,8 +120,7 @@ def load_weights(session, model, weights):
     tf.set_random_seed before building the graph).
     """
     session.run(tf.global_variables_initializer())
-    if weights != alexnet.RANDOM_WEIGHTS:
-        alexnet.restore_weights(session, model, weights)
+    alexnet.restore_weights(session, model, weights)
 
 
 def weights_label(weights):
@@ -164,7 +158,7 @@ def model_outputs(paths, weights, layer='probabilities', crops=('center',),
         raise ValueError('crops must be some of %s, got %s' % (CROPS, list(crops)))
     crops = [mode for mode in CROPS if mode in crops]
     if num_classes is None:
-        num_classes = num_classes_for(weights)
+        num_classes = alexnet.num_classes_of(weights)
     per_mode = {'center': 1, 'ten': 10}
     with tf.Graph().as_default():
         tf.set_random_seed(seed)
@@ -321,7 +315,7 @@ def evaluate(items, weights, crops=CROPS, num_classes=None, batch_images=BATCH_I
        crop mode: {k: error in 0..1 for k in (1, 5) with k <= C}}.
     """
     if num_classes is None:
-        num_classes = num_classes_for(weights)
+        num_classes = alexnet.num_classes_of(weights)
     label_of = dict(items)
     outputs, used, failed = model_outputs([path for path, _ in items], weights,
                                           crops=crops, num_classes=num_classes,
@@ -410,7 +404,7 @@ def main(argv=None):
         else:
             items = imagenet_items(args.images, args.labels, args.one_based)
         items = items[:args.limit] if args.limit else items
-        num_classes = num_classes_for(weights)
+        num_classes = alexnet.num_classes_of(weights)
         check_labels(items, num_classes, args.one_based)
         result = evaluate(items, weights, args.crops, num_classes, args.batch_images,
                           progress=True)

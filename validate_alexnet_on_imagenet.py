@@ -58,9 +58,8 @@ def classify(paths, weights=alexnet.DEFAULT_WEIGHTS_PATH, lang='en', top_k=5, se
     Raises:
       weight_files.WeightFileError: the weights are missing or do not fit.
     """
-    random_weights = weights == alexnet.RANDOM_WEIGHTS
-    num_classes = alexnet.NUM_CLASSES if random_weights else alexnet.num_classes_of(weights)
-    names = (class_names.imagenet_class_names(lang) if random_weights
+    num_classes = alexnet.num_classes_of(weights)
+    names = (class_names.imagenet_class_names(lang) if weights == alexnet.RANDOM_WEIGHTS
              else class_names.class_names_for(weights, num_classes, lang))
     results, images = [], {}
     with tf.Graph().as_default():
@@ -71,8 +70,7 @@ def classify(paths, weights=alexnet.DEFAULT_WEIGHTS_PATH, lang='en', top_k=5, se
         probabilities = tf.nn.softmax(model.fc8)
         with tf.Session() as session:
             session.run(tf.global_variables_initializer())
-            if not random_weights:
-                alexnet.restore_weights(session, model, weights)
+            alexnet.restore_weights(session, model, weights)
             for path in paths:
                 try:
                     rgb = datagenerator.read_image(path)
@@ -170,7 +168,8 @@ def main(argv=None):
     if args.figure and images:
         english = None
         if args.lang != 'en':  # the figure's font has no Chinese glyphs: label it in English
-            english = (class_names.imagenet_class_names('en') if args.weights == alexnet.RANDOM_WEIGHTS else
+            english = (class_names.imagenet_class_names('en')
+                       if args.weights == alexnet.RANDOM_WEIGHTS else
                        class_names.class_names_for(args.weights, alexnet.num_classes_of(args.weights)))
         print('figure: %s' % save_figure(results, images, args.figure, english, note), file=report)
     failed = [r for r in results if 'error' in r]

@@ -68,7 +68,7 @@ class InputError(ValueError):
 
 def read_kernels(weights, layer_names=('conv1',), seed=0):
     """{layer: weights array} of the conv layers asked for, from any weight source."""
-    num_classes = evaluate.num_classes_for(weights)
+    num_classes = alexnet.num_classes_of(weights)
     with tf.Graph().as_default():
         tf.set_random_seed(seed)
         x = tf.placeholder(tf.float32, [None, 227, 227, 3], name='x')
@@ -87,7 +87,7 @@ def conv1_activations(image_path, weights, seed=0):
       conv2's kernels [5, 5, 48, 256]).
     """
     rgb = datagenerator.read_image(image_path)
-    num_classes = evaluate.num_classes_for(weights)
+    num_classes = alexnet.num_classes_of(weights)
     with tf.Graph().as_default():
         tf.set_random_seed(seed)
         image = tf.placeholder(tf.uint8, [None, None, 3], name='image')
