@@ -11,7 +11,8 @@ datagenerator.py).
     tensorboard --logdir logs
 
 A run lives in logs/<run-name>/: TensorBoard logs (train/ and validation/ on the
-same charts), checkpoints/ (last 3 epochs), best/ (best validation accuracy),
+same charts), checkpoints/ (the last --keep-checkpoints epochs, momentum included,
+for --resume), best/ (the weights of the best validation accuracy),
 metrics.csv, curves.png, split.json, class_names.txt and, at the end,
 weights.npz, which validate_alexnet_on_imagenet.py --weights reads.
 `--resume` continues the last checkpoint; --epochs is the total; Ctrl-C saves.
@@ -39,8 +40,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import math
 import os
+import shutil
 import sys
 import time
 
@@ -163,9 +166,19 @@ class Graph(object):
                                             settings['momentum'], self.global_step)
         self.summaries = self._summaries(None if self.cache else inputs, gradients)
         self.init = tf.global_variables_initializer()
-        # Checkpoints hold every variable, momentum included, so a resume is exact.
-        self.saver = tf.train.Saver(max_to_keep=3)
-        self.best_saver = tf.train.Saver(max_to_keep=1)
+        # Checkpoints hold every variable, momentum included, so a resume is exact;
+        # best/ holds what evaluation and export need: the weights, step and epoch.
+        self.saver = tf.train.Saver(max_to_keep=settings['keep_checkpoints'])
+        self.best_saver = tf.train.Saver(self.model.variables() + [self.global_step, self.epoch],
+                                         max_to_keep=1)
+
+    def disk_needed(self, keep_checkpoints):
+        """Bytes a whole run writes at most: the kept checkpoints plus the one being
+        written (tf.train.Saver deletes the oldest after), best/ and weights.npz."""
+        def size(variables):
+            return sum(v.shape.num_elements() * v.dtype.base_dtype.size for v in variables)
+        weights = size(self.model.variables())
+        return (keep_checkpoints + 1) * size(tf.global_variables()) + 2 * weights
 
     def _summaries(self, images, gradients):
         accuracy = tf.cast(self.correct, tf.float32) / tf.cast(self.batch, tf.float32)
@@ -258,8 +271,35 @@ def best_accuracy(metrics_path):
 
 
 def save_checkpoint(session, saver, folder, step):
-    os.makedirs(folder, exist_ok=True)
-    return saver.save(session, os.path.join(folder, 'model.ckpt'), global_step=step)
+    """Saves a checkpoint; a failed save (a full disk) leaves no partial file behind."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        return saver.save(session, os.path.join(folder, 'model.ckpt'), global_step=step)
+    except (tf.errors.OpError, OSError) as err:
+        for partial in glob.glob(os.path.join(folder, '*.tempstate*')):
+            os.remove(partial)
+        raise RunError('could not save the checkpoint of step %d in %s (%s); the earlier '
+                       'checkpoints are kept: free some disk space or lower --keep-checkpoints, '
+                       'then continue with --resume' % (step, folder, failure_reason(err)))
+
+
+def failure_reason(err):
+    """One line saying why a write failed (TensorFlow's messages run to many lines)."""
+    text = getattr(err, 'message', None) or str(err)
+    if 'No space left on device' in text:
+        return 'no space left on the disk'
+    return text.strip().splitlines()[-1] if text.strip() else type(err).__name__
+
+
+def check_disk_space(graph, run_dir, keep_checkpoints):
+    """Warns up front when the run's checkpoints will not fit on the disk."""
+    needed = graph.disk_needed(keep_checkpoints)
+    free = shutil.disk_usage(run_dir).free
+    if free < needed:
+        print('warning: %s has %.0f MB free, and this run writes up to %.0f MB of checkpoints '
+              'and weights; free some space, lower --keep-checkpoints (now %d) or pick another '
+              '--log-dir' % (run_dir, free / 2 ** 20, needed / 2 ** 20, keep_checkpoints),
+              file=sys.stderr)
 
 
 # --- Setting up a run ---------------------------------------------------------
@@ -351,6 +391,9 @@ def parse_args(argv=None):
                         help='stop each epoch after this many steps (smoke tests)')
     parser.add_argument('--summary-every', type=int, default=10,
                         help='write training summaries every this many steps')
+    parser.add_argument('--keep-checkpoints', type=int, default=2,
+                        help='epoch checkpoints kept for --resume (each holds every variable '
+                             'and the momentum: about 460 MB when training fc6-fc8)')
     parser.add_argument('--resume', action='store_true',
                         help='continue the last checkpoint of --run-name (default: latest run)')
     parser.add_argument('--seed', type=int, default=0, help='for the split, shuffling, init')
@@ -376,7 +419,7 @@ def parse_args(argv=None):
     if unknown or not args.train_layers:
         parser.error('--train-layers: unknown %s; choose from %s'
                      % (', '.join(unknown) or 'nothing', ','.join(alexnet.LAYER_NAMES)))
-    for name in ('epochs', 'batch_size'):
+    for name in ('epochs', 'batch_size', 'keep_checkpoints'):
         if getattr(args, name) < 1:
             parser.error('--%s must be at least 1' % name.replace('_', '-'))
     if not 0 < args.keep_prob <= 1:
@@ -436,7 +479,7 @@ def run(args):
             print('note: --cache-features does not apply (%s); training the naive way' % reason)
 
     settings = {name: getattr(args, name) for name in
-                ('batch_size', 'learning_rate', 'momentum', 'weight_decay')}
+                ('batch_size', 'learning_rate', 'momentum', 'weight_decay', 'keep_checkpoints')}
     if args.cache_decoded:
         settings['decoded_cache'] = os.path.join(args.log_dir, '.decoded-cache')
     with tf.Graph().as_default():
@@ -449,11 +492,18 @@ def run(args):
             session.run(graph.init)
             if checkpoint:
                 graph.saver.restore(session, checkpoint)
+                # The savers take over the run's earlier checkpoints, so that they
+                # still keep only the last few (and one best) across resumes.
+                for saver, folder in ((graph.saver, 'checkpoints'), (graph.best_saver, 'best')):
+                    state = tf.train.get_checkpoint_state(os.path.join(run_dir, folder))
+                    if state:
+                        saver.recover_last_checkpoints(list(state.all_model_checkpoint_paths))
                 print('resumed from %s (epoch %d, step %d)'
                       % (checkpoint, start_epoch, session.run(graph.global_step)))
             elif args.weights != alexnet.RANDOM_WEIGHTS:
                 graph.model.load_initial_weights(session)
             session.graph.finalize()
+            check_disk_space(graph, run_dir, args.keep_checkpoints)
             if graph.cache:
                 prepare_cache(session, graph, os.path.join(
                     os.path.dirname(os.path.abspath(run_dir)), '.feature-cache'), progress)
@@ -528,7 +578,12 @@ def train_loop(session, graph, args, run_dir, start_epoch, steps_per_epoch,
 def finish(session, graph, run_dir, names):
     """Curves, and the weights in the safe format the other scripts load."""
     weights_path = os.path.join(run_dir, 'weights.npz')
-    weight_files.save_npz(weights_path, graph.model.read_weights(session), class_names=names)
+    try:
+        weight_files.save_npz(weights_path, graph.model.read_weights(session), class_names=names)
+    except OSError as err:
+        raise RunError('could not write %s (%s); the checkpoints are kept, and the other '
+                       'scripts also take the run folder as --weights'
+                       % (weights_path, failure_reason(err)))
     curves = visualize.draw_curves([run_dir], os.path.join(run_dir, 'curves.png'))
     print('curves: %s' % curves.path)
     print('weights: %s\n  classify photos with: python validate_alexnet_on_imagenet.py '

@@ -35,8 +35,8 @@ def small_layers(seed):
 
 
 @pytest.fixture(scope='module')
-def weights(tmp_path_factory):
-    folder = tmp_path_factory.mktemp('weights')
+def weights(module_dir):
+    folder = module_dir
     paths = []
     for seed in (3, 4):
         path = str(folder / ('w%d.npz' % seed))
@@ -91,7 +91,8 @@ def test_head_on_features_equals_full_model(graph):
 
 def val_loss(train, val, weights_path, train_layers, cache_from, cache_root=None):
     """finetune's validation (loss, accuracy) on the naive or the cached graph."""
-    settings = {'batch_size': 4, 'learning_rate': 0.01, 'momentum': 0.9, 'weight_decay': 5e-4}
+    settings = {'batch_size': 4, 'learning_rate': 0.01, 'momentum': 0.9, 'weight_decay': 5e-4,
+                'keep_checkpoints': 1}
     with tf.Graph().as_default():
         graph = finetune.Graph(train, val, 2, train_layers, [], weights_path, settings,
                                seed=0, start_epoch=0, cache_from=cache_from, cache_views=2)

@@ -2,9 +2,11 @@
 import csv
 import glob
 import os
+import shutil
 
 import numpy as np
 import pytest
+import tensorflow.compat.v1 as tf
 from PIL import Image
 
 import finetune
@@ -30,16 +32,17 @@ def dataset(tmp_path):
 
 
 @pytest.fixture(scope='module')
-def pretrained(tmp_path_factory):
+def pretrained(module_dir):
     """A 2-class weight file (random, smallish values) standing in for pretrained weights."""
-    path = str(tmp_path_factory.mktemp('weights') / 'pretrained.npz')
+    path = str(module_dir / 'pretrained.npz')
     weight_files.save_npz(path, random_layers(num_classes=2, seed=3))
     return path
 
 
 def run(dataset, log_dir, *extra):
     args = ['--data', dataset, '--log-dir', str(log_dir), '--run-name', 'run', '--batch-size', '4',
-            '--val-fraction', '0.25', '--no-progress', '--summary-every', '1'] + list(extra)
+            '--val-fraction', '0.25', '--no-progress', '--summary-every', '1',
+            '--keep-checkpoints', '1'] + list(extra)     # a checkpoint is about 450 MB
     return finetune.main(args)
 
 
@@ -96,14 +99,21 @@ def test_fc8_starts_new_when_classes_differ(tmp_path, bvlc_npy, capsys):
 
 @pytest.mark.slow
 def test_resume_continues_where_it_stopped(dataset, tmp_path):
-    assert run(dataset, tmp_path, '--weights', 'none', '--epochs', '2') == 0
-    assert run(dataset, tmp_path, '--weights', 'none', '--epochs', '3', '--resume') == 0
+    keep = ('--keep-checkpoints', '2')
+    assert run(dataset, tmp_path, '--weights', 'none', '--epochs', '2', *keep) == 0
+    assert run(dataset, tmp_path, '--weights', 'none', '--epochs', '3', '--resume', *keep) == 0
     rows = metrics(tmp_path)
     assert [int(r['epoch']) for r in rows] == [1, 2, 3]
     assert [int(r['step']) for r in rows] == [2, 4, 6]   # 8 training images, batches of 4
     steps = sorted(int(p.split('-')[-1].split('.')[0]) for p in
                    glob.glob(str(tmp_path / 'run' / 'checkpoints' / 'model.ckpt-*.index')))
-    assert steps == [2, 4, 6]
+    assert steps == [4, 6]                                # the last 2 epochs
+    # Epoch checkpoints carry the momentum for --resume; best/ only the weights.
+    latest = dict(tf.train.list_variables(str(tmp_path / 'run' / 'checkpoints' / 'model.ckpt-6')))
+    best = dict(tf.train.list_variables(tf.train.latest_checkpoint(str(tmp_path / 'run' / 'best'))))
+    assert 'fc6/weights/Momentum' in latest and 'conv1/weights' in latest
+    assert set(best) == {'%s/%s' % (layer, part) for layer in finetune.alexnet.LAYER_NAMES
+                         for part in ('weights', 'biases')} | {'global_step', 'epoch'}
     # A finished run is not trained again by accident.
     assert run(dataset, tmp_path, '--weights', 'none', '--epochs', '3', '--resume') == 0
     assert len(metrics(tmp_path)) == 3
@@ -138,11 +148,39 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(dataset, tmp_path, capsys
     assert len(metrics(tmp_path)) == 1
 
 
+def test_a_failed_save_leaves_no_partial_file(tmp_path):
+    class FullDisk:
+        def save(self, session, prefix, global_step):
+            with open('%s-%d.data-00000-of-00001.tempstate42' % (prefix, global_step), 'wb') as f:
+                f.write(b'half a checkpoint')
+            raise tf.errors.ResourceExhaustedError(
+                None, None, '%s-%d.data: No space left on device' % (prefix, global_step))
+
+    folder = str(tmp_path / 'checkpoints')
+    with pytest.raises(finetune.RunError) as caught:
+        finetune.save_checkpoint(None, FullDisk(), folder, 7)
+    message = str(caught.value)
+    assert 'step 7' in message and 'no space left on the disk' in message
+    assert '--resume' in message and '\n' not in message
+    assert os.listdir(folder) == []
+
+
 @pytest.mark.slow
-def test_tensorboard_reads_the_logs(dataset, tmp_path, capsys):
+def test_tensorboard_reads_the_logs(dataset, tmp_path, capsys, monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    # A disk with 100 MB free: the run warns up front, and goes on.
+    usage = shutil.disk_usage(str(tmp_path))._replace(free=100 * 2 ** 20)
+    monkeypatch.setattr(finetune.shutil, 'disk_usage', lambda path: usage)
     assert run(dataset, tmp_path, '--weights', 'none', '--epochs', '1') == 0
-    assert 'no pretrained weights' in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert 'no pretrained weights' in out
+    # 2 classes: 56,876,418 weights (the layer table); fc6-fc8 train, with a momentum each:
+    # fc6 9216*4096+4096, fc7 4096*4096+4096, fc8 4096*2+2; plus the int64 step and epoch.
+    weights = 56876418 * 4
+    trained = (9216 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 * 2 + 2) * 4
+    checkpoint = weights + trained + 2 * 8
+    needed = 2 * checkpoint + 2 * weights        # --keep-checkpoints 1, best/, weights.npz
+    assert 'has 100 MB free' in err and 'up to %.0f MB' % (needed / 2 ** 20) in err
     train = EventAccumulator(str(tmp_path / 'run' / 'train'), size_guidance={'images': 0})
     train.Reload()
     tags = train.Tags()
