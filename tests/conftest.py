@@ -1,5 +1,6 @@
 """Shared test fixtures: TF 1.x graph mode, and weight files in the real bvlc_alexnet format."""
 import os
+import shutil
 import struct
 import sys
 
@@ -107,6 +108,14 @@ def bvlc_npy(tmp_path_factory, bvlc_layers):
     path = tmp_path_factory.mktemp('weights') / 'bvlc_alexnet.npy'
     write_py2_weights_npy(str(path), bvlc_layers)
     return path
+
+
+@pytest.fixture(scope='module')
+def module_dir(tmp_path_factory):
+    """A folder for one test module's shared files, removed when the module ends."""
+    folder = tmp_path_factory.mktemp('module')
+    yield folder
+    shutil.rmtree(str(folder), ignore_errors=True)
 
 
 @pytest.fixture

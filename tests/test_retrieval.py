@@ -79,8 +79,8 @@ def photos(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def weights_npz(tmp_path_factory):
-    path = tmp_path_factory.mktemp('weights') / 'two_classes.npz'
+def weights_npz(module_dir):
+    path = module_dir / 'two_classes.npz'
     weight_files.save_npz(str(path), random_layers(num_classes=2, seed=3))
     return str(path)
 
