@@ -7,7 +7,10 @@ Measures, each part in a fresh Python process (so its peak resident memory is it
   share of that peak, in the same process. Forward FLOPs per image come from the
   layer table (alexnet.layer_table): 2 x its connections (a connection is one
   multiply-add, the bias counted as one, as in the paper's count) = 1.45 GFLOP;
-  ReLU, LRN, pooling and dropout are not counted.
+  ReLU, LRN, pooling and dropout are not counted. Then where the time of the
+  largest batch goes, layer by layer, from one run traced by TensorFlow
+  (RunMetadata step stats): each weighted layer's GFLOP/s, and how much the
+  layers without counted FLOPs (LRN, pooling) take.
 * training: images/s of one fine-tuning step (momentum SGD, finetune.loss_fn and
   finetune.training) training fc6-fc8 and fc7-fc8, naive (the whole network
   forward, the trained layers backward) and on cached features (the head only,
@@ -108,6 +111,8 @@ def bench_compute(matmul_size, batch_sizes, repeats):
                 session.run(tf.global_variables_initializer())
                 runs = repeats if batch > 1 else 10 * repeats
                 seconds = _best_seconds(session, model.fc8.op, runs)
+                if batch == max(batch_sizes):
+                    result['layers'] = layer_times(session, model, batch)
         gflops = flops * batch / seconds / 1e9
         result['forward'].append({'batch': batch, 'images_per_second': batch / seconds,
                                   'gflop_per_image': flops / 1e9, 'gflops': gflops})
@@ -116,7 +121,38 @@ def bench_compute(matmul_size, batch_sizes, repeats):
     result.update(matmul_gflops=peak, matmul_gflops_before=before, matmul_gflops_after=after)
     for row in result['forward']:
         row['share_of_peak'] = row['gflops'] / peak
+    for row in result['layers']:
+        row['share_of_peak'] = row['gflops'] / peak if row['gflops'] else None
     return result
+
+
+def layer_times(session, model, batch):
+    """Seconds each layer takes in one traced forward run, from TensorFlow's step stats.
+
+    The layers run one after the other, so a layer's time is from the moment the
+    previous layer's output is ready to the moment its own is: the run's critical
+    path, split by layer (reading the weights happens beside it and is left out).
+    """
+    tf = _tf()
+    import alexnet
+    options = tf.RunOptions(trace_level=tf.RunOptions.FULL_TRACE)
+    metadata = tf.RunMetadata()
+    session.run(model.fc8.op, options=options, run_metadata=metadata)
+    ends, first_start = {}, None
+    for device in metadata.step_stats.dev_stats:
+        for node in device.node_stats:
+            ends[node.node_name] = node.all_start_micros + node.op_end_rel_micros
+            if first_start is None or node.all_start_micros < first_start:
+                first_start = node.all_start_micros
+    rows, ready = [], first_start
+    for layer, row in zip(model.layers, alexnet.layer_table(model)):
+        done = ends[layer.output.op.name]
+        seconds = (done - ready) / 1e6
+        ready = done
+        work = 2.0 * row['connections'] * batch if row['connections'] else 0.0
+        rows.append({'layer': row['layer'], 'type': row['type'], 'seconds': seconds,
+                     'gflops': work / seconds / 1e9 if work and seconds > 0 else None})
+    return rows
 
 
 def bench_training(batch, steps):
@@ -365,6 +401,19 @@ def format_report(results):
     for row in compute['forward']:
         lines.append('  %5d   %8.1f   %7.1f   %5.0f%%' % (row['batch'], row['images_per_second'],
                                                          row['gflops'], 100 * row['share_of_peak']))
+    layers = compute['layers']
+    total = sum(row['seconds'] for row in layers)
+    lines += ['', 'Where batch %d\'s forward goes (one traced run, %.0f ms in all)'
+              % (compute['forward'][-1]['batch'], 1000 * total),
+              '  layer   type     ms    time   GFLOP/s   share of matmul peak']
+    for row in layers:
+        lines.append('  %-6s  %-5s  %5.0f  %5.1f%%  %8s   %s' % (
+            row['layer'], row['type'], 1000 * row['seconds'], 100 * row['seconds'] / total,
+            '-' if row['gflops'] is None else '%.1f' % row['gflops'],
+            '-' if row['share_of_peak'] is None else '%.0f%%' % (100 * row['share_of_peak'])))
+    uncounted = sum(row['seconds'] for row in layers if row['gflops'] is None)
+    lines.append('  layers without counted FLOPs (LRN, pooling, dropout): %.0f%% of the time'
+                 % (100 * uncounted / total))
     lines += ['', 'Fine-tuning step, batch %d (images/s)   [peak RSS %.0f MB]'
               % (training['batch'], training['peak_rss_mb']),
               '  trained   naive    cached   cached/naive']

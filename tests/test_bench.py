@@ -19,6 +19,15 @@ def test_quick_bench_prints_the_table_and_writes_json(tmp_path, capsys):
     assert [row['batch'] for row in results['compute']['forward']] == [1, 8]
     # 2 x the layer table's connections: the paper-style count of AlexNet's forward pass.
     assert results['compute']['forward'][0]['gflop_per_image'] == pytest.approx(1.45, abs=0.01)
+    # The traced run times every layer of the table; only weighted layers get GFLOP/s.
+    layers = results['compute']['layers']
+    assert [row['layer'] for row in layers] == ['conv1', 'norm1', 'pool1', 'conv2', 'norm2',
+                                                'pool2', 'conv3', 'conv4', 'conv5', 'pool5',
+                                                'fc6', 'fc7', 'fc8']
+    assert all(row['seconds'] > 0 for row in layers if row['layer'].startswith(('conv', 'norm')))
+    assert [row['layer'] for row in layers if row['gflops']] == [
+        'conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'fc8']
+    assert "Where batch 8's forward goes" in printed
     for name in ('fc6-fc8', 'fc7-fc8'):
         row = results['training'][name]
         assert row['naive'] > 0 and row['ratio'] == pytest.approx(row['cached'] / row['naive'])
