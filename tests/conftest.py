@@ -110,6 +110,15 @@ def bvlc_npy(tmp_path_factory, bvlc_layers):
     return path
 
 
+def exit_error(main, argv):
+    """Runs a script's main(argv), which must exit with one line 'error: ...'; returns it."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    message = str(exit_info.value.code)
+    assert message.startswith('error: ') and '\n' not in message
+    return message
+
+
 @pytest.fixture(scope='module')
 def module_dir(tmp_path_factory):
     """A folder for one test module's shared files, removed when the module ends."""

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import download
-from conftest import write_py2_weights_npy
+from conftest import exit_error, write_py2_weights_npy
 
 # A tiny stand-in for bvlc_alexnet's layer shapes, so fixtures stay a few KB.
 TINY_SHAPES = {'conv1': ((2, 2, 3, 4), (4,)), 'fc8': ((4, 10), (10,))}
@@ -107,11 +107,7 @@ def _read(path):
 
 def _error_of(argv):
     """Runs download.main(argv), returns its one-line error."""
-    with pytest.raises(SystemExit) as exit_info:
-        download.main(argv)
-    message = str(exit_info.value.code)
-    assert message.startswith('error: ') and '\n' not in message
-    return message
+    return exit_error(download.main, argv)
 
 
 # --- fetch: resume, Range, faults ---------------------------------------------

@@ -15,7 +15,7 @@ import class_names
 import datagenerator
 import export_model
 import weight_files
-from conftest import random_layers, tf
+from conftest import exit_error, random_layers, tf
 
 NAMES = ['cat', 'dog']
 
@@ -208,11 +208,7 @@ def test_checkpoint_prefix_exports_frozen_only(run_folder, workdir, reference, c
 # --- Bad input: one clear line ----------------------------------------------------
 
 def _error_of(argv):
-    with pytest.raises(SystemExit) as exit_info:
-        export_model.main(argv)
-    message = str(exit_info.value.code)
-    assert message.startswith('error: ') and '\n' not in message
-    return message
+    return exit_error(export_model.main, argv)
 
 
 def test_missing_source(tmp_path):
