@@ -1,4 +1,6 @@
 """Shared test fixtures: TF 1.x graph mode, and weight files in the real bvlc_alexnet format."""
+import contextlib
+import io
 import os
 import shutil
 import struct
@@ -6,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -14,6 +17,54 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 
 tf.disable_v2_behavior()
 tf.logging.set_verbosity(tf.logging.ERROR)
+
+
+# --- Generated photos and files ---------------------------------------------------
+
+def photo(height, width, seed=0):
+    """A smooth random uint8 RGB image [height, width, 3] (JPEG-friendly, not flat)."""
+    rng = np.random.RandomState(seed)
+    coarse = rng.randint(0, 256, (height // 16 + 2, width // 16 + 2, 3)).astype(np.uint8)
+    return np.asarray(Image.fromarray(coarse).resize((width, height), Image.BILINEAR))
+
+
+def save(path, image, **options):
+    """Saves a PIL image or a NumPy array; returns the path as str."""
+    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
+    image = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    image.save(str(path), **options)
+    return str(path)
+
+
+def touch(path, data=b'x'):
+    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
+    with open(str(path), 'wb') as f:
+        f.write(data)
+    return str(path)
+
+
+def run_graph(build):
+    """Runs build() -> tensors in a fresh graph and session; returns their values."""
+    with tf.Graph().as_default():
+        tensors = build()
+        with tf.Session() as session:
+            return session.run(tensors)
+
+
+def read_epoch(dataset_fn, feed=None):
+    """All (images, labels) of one pass of the dataset dataset_fn() builds."""
+    with tf.Graph().as_default():
+        iterator = tf.data.make_initializable_iterator(dataset_fn())
+        images, labels = iterator.get_next()
+        batches = []
+        with tf.Session() as session:
+            session.run(iterator.initializer, feed)
+            try:
+                while True:
+                    batches.append(session.run([images, labels]))
+            except tf.errors.OutOfRangeError:
+                pass
+    return (np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches]))
 
 
 # --- Python 2 pickles, written opcode by opcode ----------------------------
@@ -111,12 +162,15 @@ def bvlc_npy(tmp_path_factory, bvlc_layers):
 
 
 def exit_error(main, argv):
-    """Runs a script's main(argv), which must exit with one line 'error: ...'; returns it."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    message = str(exit_info.value.code)
-    assert message.startswith('error: ') and '\n' not in message
-    return message
+    """Runs a script's main(argv), which must return 2 after one line 'error: ...' on
+    stderr; returns that line."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(argv)
+    message = err.getvalue()
+    assert code == 2, (code, message)
+    assert message.startswith('error: ') and message.count('\n') == 1, message
+    return message.strip()
 
 
 @pytest.fixture(scope='module')
