@@ -28,10 +28,11 @@ import sys
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+import command_line
 import weight_files
+from preprocessing import IMAGE_SIZE
 
 DEFAULT_WEIGHTS_PATH = 'weights/bvlc_alexnet.npy'
-RANDOM_WEIGHTS = 'none'   # --weights none: every script runs on random weights, and says so
 NUM_CLASSES = 1000
 LAYER_NAMES = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'fc8')
 HEAD_LAYERS = ('fc6', 'fc7', 'fc8')   # where a head on cached features may start
@@ -60,7 +61,7 @@ class AlexNet(object):
     """
 
     def __init__(self, x, keep_prob=None, num_classes=NUM_CLASSES, skip_layer=(),
-                 weights_path=DEFAULT_WEIGHTS_PATH):
+                 weights_path=DEFAULT_WEIGHTS_PATH, dropout_seed=None):
         """Builds the graph.
 
         Args:
@@ -72,10 +73,13 @@ class AlexNet(object):
           skip_layer: names of layers load_initial_weights leaves alone (the
             layers to train from scratch).
           weights_path: .npy or .npz file for load_initial_weights.
+          dropout_seed: None, or an int64 [2] tensor of which the dropout masks
+            are a pure function (finetune.py feeds (seed, step)), so that a
+            resumed run draws the masks an uninterrupted one would.
         """
-        if x.shape.ndims != 4 or tuple(x.shape.as_list()[1:]) != (227, 227, 3):
-            raise ValueError('AlexNet needs input [batch, 227, 227, 3], got %s'
-                             % (x.shape,))
+        if x.shape.ndims != 4 or tuple(x.shape.as_list()[1:]) != (IMAGE_SIZE, IMAGE_SIZE, 3):
+            raise ValueError('AlexNet needs input [batch, %d, %d, 3], got %s'
+                             % (IMAGE_SIZE, IMAGE_SIZE, x.shape))
         unknown = set(skip_layer) - set(LAYER_NAMES)
         if unknown:
             raise ValueError('skip_layer has unknown layers %s; choose from %s'
@@ -87,6 +91,7 @@ class AlexNet(object):
         self.num_classes = num_classes
         self.skip_layer = tuple(skip_layer)
         self.weights_path = weights_path
+        self.dropout_seed = dropout_seed
         self.layers = []
         self._build()
         self._make_assign_ops()
@@ -206,21 +211,33 @@ class AlexNet(object):
 
     def _dropout(self, x, name):
         # rate = 1 - keep_prob: the course feeds a keep probability (0.5 to train).
-        return tf.nn.dropout(x, rate=1.0 - self.keep_prob, name=name)
+        if self.dropout_seed is None:
+            return tf.nn.dropout(x, rate=1.0 - self.keep_prob, name=name)
+        with tf.name_scope(name):
+            # Keep a unit when its uniform draw is below keep_prob, scale the kept by
+            # 1 / keep_prob: tf.nn.dropout's rule, with stateless draws per layer.
+            seed = tf.cast(self.dropout_seed, tf.int64)
+            key = tf.stack([seed[0] * 10 + int(name[-1]), seed[1]])
+            draws = tf.random.stateless_uniform(tf.shape(x), seed=key)
+            kept = tf.cast(draws < self.keep_prob, x.dtype)
+            return x * kept / self.keep_prob
 
     def _make_assign_ops(self):
         # Built once with the graph, so loading works after the graph is finalized
         # and does not copy 233 MB of constants into it.
+        # In one name scope, so that TensorBoard shows them apart from the layers.
         self._assign = {}
-        for layer in self.layers:
-            for variable in layer.variables:
-                value = tf.placeholder(variable.dtype.base_dtype, variable.shape)
-                self._assign[variable.op.name] = (value, tf.assign(variable, value))
+        with tf.name_scope('load_weights'):
+            for layer in self.layers:
+                for variable in layer.variables:
+                    value = tf.placeholder(variable.dtype.base_dtype, variable.shape)
+                    self._assign[variable.op.name] = (value, tf.assign(variable, value))
 
-    def variables(self, layer_names=LAYER_NAMES):
-        """The weights and biases variables of the given layers, in order."""
+    def variables(self, layer_names=LAYER_NAMES, biases=True):
+        """The weights and biases variables of the given layers, in order (biases=False:
+        the weights only, e.g. for weight decay)."""
         return [v for layer in self.layers if layer.name in layer_names
-                for v in layer.variables]
+                for v in layer.variables[:2 if biases else 1]]
 
     def weight_shapes(self):
         """{layer: (weights shape, biases shape)} of this graph."""
@@ -261,63 +278,10 @@ class AlexNet(object):
         return {layer.name: tuple(value) for layer, value in zip(chosen, values)}
 
 
-def checkpoint_of(source):
-    """The checkpoint prefix `source` names, or None if it is a weight file.
-
-    `source` may be a checkpoint prefix (model.ckpt-120), a folder with a
-    `checkpoint` index (its latest), or a fine-tuning run folder (the latest in
-    its checkpoints/ folder).
-    """
-    source = os.fspath(source)
-    if os.path.isfile(source + '.index'):
-        return source
-    for folder in (source, os.path.join(source, 'checkpoints')):
-        if os.path.isfile(os.path.join(folder, 'checkpoint')):
-            return tf.train.latest_checkpoint(folder)
-    return None
-
-
-def num_classes_of(source):
-    """fc8's output count in a weight file, checkpoint or run folder (1000 for 'none')."""
-    if source == RANDOM_WEIGHTS:
-        return NUM_CLASSES
-    checkpoint = checkpoint_of(source)
-    if checkpoint:
-        return tf.train.load_variable(checkpoint, 'fc8/biases').shape[0]
-    return weight_files.load_weights(source)['fc8'][1].shape[0]
-
-
-def restore_weights(session, model, source):
-    """Sets all of `model`'s layers from a weight file, checkpoint or run folder.
-
-    With source 'none' (RANDOM_WEIGHTS) the variables keep their initial values.
-
-    Raises:
-      weight_files.WeightFileError: the source is missing or does not fit.
-    """
-    if source == RANDOM_WEIGHTS:
-        return
-    checkpoint = checkpoint_of(source)
-    if checkpoint is None:
-        model.load_initial_weights(session, source, skip_layer=())
-        return
-    stored = dict(tf.train.list_variables(checkpoint))
-    for layer, shapes in model.weight_shapes().items():
-        for part, want in zip(('weights', 'biases'), shapes):
-            found = stored.get(layer + '/' + part)
-            if found is None or tuple(found) != want:
-                raise weight_files.WeightFileError(
-                    '%s: %s/%s is %s, the model expects %s; pass the checkpoint of a run '
-                    'with the same classes' % (checkpoint, layer, part,
-                                               'missing' if found is None else tuple(found), want))
-    saver = tf.train.Saver({v.op.name: v for v in model.variables()})
-    saver.restore(session, checkpoint)
-
-
 def expected_weight_shapes(num_classes=NUM_CLASSES):
     """{layer: (weights shape, biases shape)} for a weight file of `num_classes`."""
     with tf.Graph().as_default():
-        x = tf.placeholder(tf.float32, [None, 227, 227, 3])
+        x = tf.placeholder(tf.float32, [None, IMAGE_SIZE, IMAGE_SIZE, 3])
         return AlexNet(x, num_classes=num_classes).weight_shapes()
 
 
@@ -388,34 +352,33 @@ def format_table(rows):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = command_line.ArgumentParser(
         description="Print AlexNet's per-layer table (feature maps, parameters, "
-                    'connections, neurons), computed from the built graph.',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument('--num-classes', type=int, default=NUM_CLASSES,
+                    'connections, neurons), computed from the built graph.')
+    parser.add_argument('--num-classes', type=command_line.positive_int, default=NUM_CLASSES,
                         help='outputs of fc8')
-    parser.add_argument('--graph-dir', default=None,
+    parser.add_argument('--tensorboard-dir', '--graph-dir', dest='tensorboard_dir',
+                        default=None,
                         help='also write the graph here for TensorBoard, e.g. logs/graph')
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.num_classes < 1:
-        sys.exit('error: --num-classes must be at least 1')
     tf.logging.set_verbosity(tf.logging.ERROR)
     tf.disable_v2_behavior()
     with tf.Graph().as_default() as graph:
-        x = tf.placeholder(tf.float32, [None, 227, 227, 3], name='x')
+        x = tf.placeholder(tf.float32, [None, IMAGE_SIZE, IMAGE_SIZE, 3], name='x')
         model = AlexNet(x, num_classes=args.num_classes)
         print('AlexNet (bvlc_alexnet), %d classes, per image:' % args.num_classes)
         print(format_table(layer_table(model)))
-        if args.graph_dir:
-            writer = tf.summary.FileWriter(args.graph_dir, graph)
+        if args.tensorboard_dir:
+            writer = tf.summary.FileWriter(args.tensorboard_dir, graph)
             writer.close()
-            print('graph written to %s; view it with: tensorboard --logdir %s'
-                  % (args.graph_dir, args.graph_dir))
+            print('graph written to %s; view it with: %s'
+                  % (args.tensorboard_dir, command_line.tensorboard_command(args.tensorboard_dir)))
+    return command_line.EXIT_OK
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

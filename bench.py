@@ -182,7 +182,7 @@ def bench_training(batch, steps):
                     logits = model.fc8
                 trained = model.variables(train_layers)
                 _, loss = finetune.loss_fn(logits, labels, 5e-4,
-                                           [v for v in trained if v.op.name.endswith('weights')])
+                                           model.variables(train_layers, biases=False))
                 train_op, _ = finetune.training(loss, trained, 1e-3, 0.9,
                                                 tf.train.get_or_create_global_step())
                 with tf.Session() as session:
@@ -311,36 +311,33 @@ def stand_in_weights(path, seed=0):
 
 
 def bench_epoch(data, weights, log_dir, train_layers, cached, epochs, views, batch):
-    """One finetune.py run; its seconds per epoch (median), validation accuracy, cache time."""
+    """One finetune.py run in its own process; seconds per epoch (median), validation
+    accuracy and cache build time, read from the run folder's metrics.csv and run.json."""
     import csv
-    import contextlib
-    import io
-    import finetune
     name = '%s-%s' % ('cached' if cached else 'naive', train_layers[0])
-    argv = ['--data', data, '--weights', weights, '--log-dir', log_dir, '--run-name', name,
-            '--train-layers', ','.join(train_layers), '--epochs', str(epochs),
-            '--batch-size', str(batch), '--learning-rate', '1e-3', '--no-progress',
-            '--summary-every', '1000000']
+    run = os.path.join(log_dir, name)
+    command = [sys.executable, os.path.join(HERE, 'finetune.py'), '--data', data,
+               '--weights', weights, '--run', run, '--train-layers', ','.join(train_layers),
+               '--epochs', str(epochs), '--batch-size', str(batch), '--learning-rate', '1e-3',
+               '--no-progress', '--summary-every', '1000000']
     if cached:
-        argv += ['--cache-features', '--cache-views', str(views)]
-    output = io.StringIO()
+        command += ['--cache-features', '--cache-views', str(views)]
     started = time.time()
-    with contextlib.redirect_stdout(output):
-        code = finetune.main(argv)
+    process = subprocess.run(command, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             universal_newlines=True)
     total = time.time() - started
-    if code:
-        raise RuntimeError('finetune.py %s failed (%d):\n%s' % (' '.join(argv), code,
-                                                                 output.getvalue()))
-    with open(os.path.join(log_dir, name, 'metrics.csv'), newline='') as f:
+    if process.returncode:
+        raise RuntimeError('finetune.py failed (%d):\n%s' % (process.returncode,
+                                                            process.stdout[-3000:]))
+    with open(os.path.join(run, 'metrics.csv'), newline='') as f:
         rows = list(csv.DictReader(f))
-    cache_seconds = None
-    for line in output.getvalue().splitlines():
-        if line.startswith('feature cache'):
-            cache_seconds = float(line.rsplit(' in ', 1)[1].rstrip('s'))
+    with open(os.path.join(run, 'run.json'), encoding='utf-8') as f:
+        cache = json.load(f).get('feature_cache') or {}
     return {'epoch_seconds': float(np.median([float(r['seconds']) for r in rows])),
             'first_epoch_seconds': float(rows[0]['seconds']),
             'val_accuracy': float(rows[-1]['val_accuracy']),
-            'cache_seconds': cache_seconds, 'total_seconds': total}
+            'cache_seconds': cache.get('seconds') if cache.get('built') else None,
+            'total_seconds': total}
 
 
 # --- Running the parts in fresh processes -----------------------------------
@@ -512,8 +509,8 @@ def main(argv=None):
 
 def run_epochs(args, settings):
     """The finetune.py runs: naive and cached, fc6-fc8 and fc7-fc8, on generated photos."""
-    import datagenerator
     import alexnet
+    import datasets
     work = tempfile.mkdtemp(prefix='bench-epochs-')
     try:
         # A list file: the generated folder also holds the source*.jpg the photos link to.
@@ -529,8 +526,8 @@ def run_epochs(args, settings):
         epoch_settings = dict(settings, epoch_data=data, epoch_weights=weights,
                               epoch_logs=os.path.join(work, 'logs'), epochs=args.epochs,
                               epoch_views=args.epoch_views, epoch_batch=batch)
-        found, _ = datagenerator.find_dataset(data)
-        train, _ = datagenerator.split_dataset(found, 0.1, 0)
+        found = datasets.find_dataset(data)
+        train, _ = datasets.split_dataset(found.items, 0.1, 0)
         epochs = {'images': args.epoch_images, 'train_images': len(train),
                   'views': args.epoch_views, 'batch': batch, 'weights': weights}
         for name, _ in HEAD_CONFIGS:

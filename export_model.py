@@ -9,13 +9,13 @@ and writes, under ``--out``:
   Serving, ``saved_model_cli`` or any TF. Its ``serving_default`` signature takes
   ``images``, a batch of encoded image files (JPEG, PNG, GIF, BMP: string [N]),
   decodes and preprocesses them inside the graph exactly like the course's
-  evaluation (datagenerator.preprocess_for_eval: shorter side to 256, center
+  evaluation (preprocessing.preprocess_for_eval: shorter side to 256, center
   227x227 crop, BGR minus the ImageNet mean), and returns ``probabilities``
   [N, C] (softmax of fc8, section 3 of the paper), the top-k ``classes`` [N, k],
   their ``scores`` and ``class_names``. The names are also an asset file.
 * ``frozen_graph.pb``: a GraphDef with the weights folded into constants
   (tf.graph_util.convert_variables_to_constants): input ``input:0``, float32
-  [N, 227, 227, 3] already preprocessed (datagenerator.rgb_to_model_input),
+  [N, 227, 227, 3] already preprocessed (preprocessing.rgb_to_model_input),
   output ``probabilities:0``. For tools that want one self-contained file.
 * ``class_names.txt``: one name per output, in order.
 
@@ -28,7 +28,7 @@ Dropout is off in both exports (keep_prob defaults to 1.0).
 
 Deviation: the SavedModel decodes with TensorFlow's decoders, so that it needs
 no Python at serving time; the course's scripts read files with PIL
-(datagenerator.read_image). JPEG and PNG pixels come out the same (JPEGs
+(image_files.read_image). JPEG and PNG pixels come out the same (JPEGs
 use PIL's accurate DCT), but EXIF rotation is not applied and an alpha channel
 is dropped instead of being put on white.
 """
@@ -36,13 +36,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 
+import numpy as np
 import tensorflow.compat.v1 as tf
 
 import alexnet
-import class_names
-import datagenerator
+import command_line
+import image_files
+import inference
+import preprocessing
+import run_folder
 import weight_files
 
 FORMATS = ('savedmodel', 'frozen')
@@ -58,14 +63,14 @@ OUTPUT_NAME = 'probabilities'        # softmax of fc8 in both exports
 def decode_and_preprocess(encoded):
     """One encoded image file (string scalar) -> float32 [227, 227, 3] model input."""
     # channels=3: grayscale becomes RGB, alpha is dropped. JPEGs use the accurate
-    # integer DCT, as PIL does (datagenerator.read_image, used in training);
+    # integer DCT, as PIL does (image_files.read_image, used in training);
     # TensorFlow's default fast DCT changes pixels by a level or two.
     # expand_animations=False: a GIF gives its first frame, [H, W, 3] like the rest.
     image = tf.cond(
         tf.image.is_jpeg(encoded),
         lambda: tf.image.decode_jpeg(encoded, channels=3, dct_method='INTEGER_ACCURATE'),
         lambda: tf.image.decode_image(encoded, channels=3, expand_animations=False))
-    return datagenerator.preprocess_for_eval(image)
+    return preprocessing.preprocess_for_eval(image)
 
 
 def build_serving_graph(num_classes, names, top_k=TOP_K):
@@ -96,8 +101,8 @@ def export_saved_model(source, export_dir, num_classes, names, names_file):
                              tf.constant(names_file, name='class_names_file'))
         signature = tf.saved_model.predict_signature_def(inputs, outputs)
         with tf.Session() as session:
-            session.run(tf.global_variables_initializer())
-            alexnet.restore_weights(session, model, source)
+            inference.initialize(session, model, source)
+            check_finite(session, model, source)
             builder = tf.saved_model.builder.SavedModelBuilder(export_dir)
             builder.add_meta_graph_and_variables(
                 session, [tf.saved_model.tag_constants.SERVING],
@@ -113,14 +118,14 @@ def export_saved_model(source, export_dir, num_classes, names, names_file):
 
 def export_frozen_graph(source, path, num_classes):
     """Writes a GraphDef whose variables are constants: 'input:0' -> 'probabilities:0'."""
-    size = datagenerator.IMAGE_SIZE
+    size = preprocessing.IMAGE_SIZE
     with tf.Graph().as_default() as graph:
         x = tf.placeholder(tf.float32, [None, size, size, 3], name=INPUT_NAME)
         model = alexnet.AlexNet(x, num_classes=num_classes)
         tf.nn.softmax(model.fc8, name=OUTPUT_NAME)
         with tf.Session() as session:
-            session.run(tf.global_variables_initializer())
-            alexnet.restore_weights(session, model, source)
+            inference.initialize(session, model, source)
+            check_finite(session, model, source)
             # Keeps only what 'probabilities' needs (drops the load-weight
             # placeholders), with each variable replaced by its current value.
             frozen = tf.graph_util.convert_variables_to_constants(
@@ -128,6 +133,18 @@ def export_frozen_graph(source, path, num_classes):
     with open(path, 'wb') as f:
         f.write(frozen.SerializeToString())
     return path
+
+
+def check_finite(session, model, source):
+    """Refuses to export weights that hold NaN or infinity (a diverged run)."""
+    values = model.read_weights(session)
+    broken = [name for name in alexnet.LAYER_NAMES
+              if not all(np.all(np.isfinite(array)) for array in values[name])]
+    if broken:
+        raise weight_files.WeightFileError(
+            '%s: the weights of %s are not finite (a diverged run?); export an earlier '
+            'checkpoint or the run\'s best/ folder' % (image_files.display_path(source),
+                                                       ','.join(broken)))
 
 
 # --- Putting it together --------------------------------------------------------
@@ -140,18 +157,32 @@ def export(source, out_dir, formats=FORMATS):
     Raises:
       weight_files.WeightFileError: the source is missing or does not fit AlexNet.
     """
-    num_classes = int(alexnet.num_classes_of(source))
-    names = class_names.class_names_for(source, num_classes)
-    os.makedirs(out_dir, exist_ok=True)
-    class_names.write_run_class_names(out_dir, names)     # one name per line
-    written = {'class_names': os.path.join(out_dir, class_names.RUN_CLASS_NAMES)}
+    source = inference.resolve_weights(source)
+    num_classes = int(inference.num_classes_of(source))
+    names = inference.class_names_for(source, num_classes)
+    # Written beside --out and renamed when complete: a failed export leaves nothing.
+    staging = out_dir.rstrip(os.sep) + '.partial'
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    try:
+        run_folder.write_class_names(staging, names)     # one name per line
+        names_file = os.path.join(staging, run_folder.CLASS_NAMES_FILE)
+        if 'savedmodel' in formats:
+            export_saved_model(source, os.path.join(staging, SAVED_MODEL_DIR), num_classes,
+                               names, names_file)
+        if 'frozen' in formats:
+            export_frozen_graph(source, os.path.join(staging, FROZEN_GRAPH_FILE), num_classes)
+        if os.path.isdir(out_dir):
+            os.rmdir(out_dir)           # empty: main() refuses a folder with files
+        os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    written = {'class_names': os.path.join(out_dir, run_folder.CLASS_NAMES_FILE)}
     if 'savedmodel' in formats:
-        written['savedmodel'] = export_saved_model(
-            source, os.path.join(out_dir, SAVED_MODEL_DIR), num_classes, names,
-            written['class_names'])
+        written['savedmodel'] = os.path.join(out_dir, SAVED_MODEL_DIR)
     if 'frozen' in formats:
-        written['frozen'] = export_frozen_graph(
-            source, os.path.join(out_dir, FROZEN_GRAPH_FILE), num_classes)
+        written['frozen'] = os.path.join(out_dir, FROZEN_GRAPH_FILE)
     return written
 
 
@@ -165,14 +196,13 @@ def parse_formats(text):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = command_line.ArgumentParser(
         description='Export AlexNet weights or a fine-tuning checkpoint to a SavedModel '
-                    '(encoded images in, class probabilities out) and a frozen GraphDef.',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    '(encoded images in, class probabilities out) and a frozen GraphDef.')
     parser.add_argument('--weights', required=True,
                         help='a .npy/.npz weight file, a checkpoint prefix '
-                             '(logs/<run>/checkpoints/model.ckpt-<step>), a folder with a '
-                             '`checkpoint` file, or a run folder (its latest checkpoint)')
+                             '(logs/<run>/checkpoints/model.ckpt-<step>), a folder of '
+                             'checkpoints, or a run folder (its newest complete checkpoint)')
     parser.add_argument('--out', required=True,
                         help='folder to create, e.g. exports/catsdogs')
     parser.add_argument('--format', type=parse_formats, default=','.join(FORMATS),
@@ -182,23 +212,31 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if alexnet.checkpoint_of(args.weights) is None and not os.path.isfile(args.weights):
-        sys.exit('error: %s is neither a weight file nor a checkpoint; pass a .npy/.npz '
-                 'file, a checkpoint prefix such as logs/<run>/checkpoints/model.ckpt-100, '
-                 'or a run folder' % args.weights)
-    if os.path.isdir(args.out) and os.listdir(args.out):
-        sys.exit('error: %s already exists and is not empty; delete it or choose another '
-                 '--out' % args.out)
     tf.logging.set_verbosity(tf.logging.ERROR)   # TF 2.x's deprecation notes on TF 1.x calls
     tf.disable_v2_behavior()
+    return command_line.run_main(lambda: run(args), errors=(weight_files.WeightFileError,))
+
+
+def run(args):
+    if args.weights == inference.RANDOM_WEIGHTS:
+        return command_line.fail('--weights none would export random weights; pass a weight '
+                                 'file, a checkpoint or a run folder')
+    if not os.path.exists(args.weights) and not os.path.isfile(args.weights + '.index'):
+        return command_line.fail(
+            '%s is neither a weight file nor a checkpoint; pass a .npy/.npz file, a checkpoint '
+            'prefix such as logs/<run>/checkpoints/model.ckpt-100, or a run folder'
+            % image_files.display_path(args.weights))
+    if os.path.isdir(args.out) and os.listdir(args.out):
+        return command_line.fail('%s already exists and is not empty; delete it or choose '
+                                 'another --out' % image_files.display_path(args.out))
     try:
         written = export(args.weights, args.out, args.format)
-    except weight_files.WeightFileError as err:
-        sys.exit('error: %s' % err)
     except (tf.errors.NotFoundError, tf.errors.DataLossError) as err:
-        sys.exit('error: %s: cannot read the checkpoint (%s); is it an AlexNet '
-                 'fine-tuning checkpoint?' % (args.weights, err.message))
-    print('exported %s:' % args.weights)
+        return command_line.fail('%s: cannot read the checkpoint (%s); is it an AlexNet '
+                                 'fine-tuning checkpoint?'
+                                 % (image_files.display_path(args.weights),
+                                    command_line.one_line(err)))
+    print('exported %s:' % image_files.display_path(args.weights))
     print('  class names:  %s' % written['class_names'])
     if 'savedmodel' in written:
         print('  SavedModel:   %s  (inspect: saved_model_cli show --dir %s --all)'
@@ -206,7 +244,8 @@ def main(argv=None):
     if 'frozen' in written:
         print("  frozen graph: %s  (input '%s:0' [N,227,227,3] preprocessed, output '%s:0')"
               % (written['frozen'], INPUT_NAME, OUTPUT_NAME))
+    return command_line.EXIT_OK
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -18,8 +18,8 @@ with it, exactly as the full graph does.
 
 Augmentation (paper section 4.1) stays meaningful with a fixed set of views per
 training image: the paper's ten crops (4 corners + center, and their mirrors,
-datagenerator.ten_crops) or N random augmented crops (random crop, mirror, PCA
-colour noise, as datagenerator.preprocess_for_train); every epoch draws one
+preprocessing.ten_crops) or N random augmented crops (random crop, mirror, PCA
+colour noise, as preprocessing.random_view); every epoch draws one
 view per image at random. Validation has one view, the center crop, as in the
 naive path.
 
@@ -56,6 +56,8 @@ from tqdm import tqdm
 
 import alexnet
 import datagenerator
+import image_files
+import preprocessing
 
 FORMAT_VERSION = 1
 TEN_CROPS = 'ten-crops'
@@ -63,11 +65,11 @@ COMPLETE_MARKER = 'complete.json'
 # Size of head_input(first) per image: flattened pool5, fc6, fc7.
 FEATURE_SIZES = {'fc6': 6 * 6 * 256, 'fc7': 4096, 'fc8': 4096}
 # The preprocessing a cached view went through: its source is part of the key.
-_PREPROCESSING = (datagenerator.read_image, datagenerator.resize_shorter_side,
-                  datagenerator.center_crop, datagenerator.rgb_to_model_input,
-                  datagenerator.preprocess_for_eval, datagenerator.ten_crops,
-                  datagenerator.augment_image, datagenerator.stateless_draws,
-                  datagenerator.pca_color_offset)
+_PREPROCESSING = (image_files.read_image, preprocessing.resize_shorter_side,
+                  preprocessing.center_crop, preprocessing.rgb_to_model_input,
+                  preprocessing.preprocess_for_eval, preprocessing.ten_crops,
+                  preprocessing.random_view, preprocessing.augmentation_draws,
+                  preprocessing.pca_color_offset)
 
 
 def head_start(train_layers):
@@ -124,10 +126,11 @@ def cache_key(frozen_weights, train_items, val_items, first, views, seed):
         'version': FORMAT_VERSION, 'first': first, 'views': views,
         # the seed only shapes random views; ten crops do not depend on it
         'seed': None if views == TEN_CROPS else seed,
-        'image_size': datagenerator.IMAGE_SIZE, 'scale_size': datagenerator.SCALE_SIZE,
-        'mean': list(datagenerator.IMAGENET_MEAN_BGR),
-        'pca': [list(datagenerator.PCA_EIGVAL), [list(v) for v in datagenerator.PCA_EIGVEC],
-                datagenerator.PCA_ALPHA_STDDEV],
+        'image_size': preprocessing.IMAGE_SIZE, 'scale_size': preprocessing.SCALE_SIZE,
+        'mean': list(preprocessing.IMAGENET_MEAN_BGR),
+        'pca': [list(preprocessing.PCA_EIGVAL), [list(v) for v in preprocessing.PCA_EIGVEC],
+                preprocessing.PCA_ALPHA_STDDEV],
+        'limits': [image_files.MAX_PIXELS, image_files.MAX_ASPECT, image_files.REDUCED_SIDE],
         'train': manifest(train_items), 'val': manifest(val_items)}
     digest.update(json.dumps(settings, sort_keys=True).encode('utf-8'))
     for function in _PREPROCESSING:
@@ -150,15 +153,16 @@ def _view_dataset(items, views, batch_size, seed):
         image.set_shape([None, None, 3])                                   # uint8 RGB [H, W, 3]
         ok.set_shape([])
         if views is None:
-            crops = datagenerator.preprocess_for_eval(image)[None]         # -> [1, 227, 227, 3]
+            crops = preprocessing.preprocess_for_eval(image)[None]         # -> [1, 227, 227, 3]
         elif views == TEN_CROPS:
-            crops = datagenerator.ten_crops(image)                         # -> [10, 227, 227, 3]
+            crops = preprocessing.ten_crops(image)                         # -> [10, 227, 227, 3]
         else:
             # View v of image i: random numbers from the key (seed, i * 1000 + v), so a
             # rebuild makes the same views, however the parallel calls are scheduled.
-            crops = tf.stack([datagenerator.augment_image(
-                image, datagenerator.stateless_draws(
-                    tf.stack([tf.constant(seed, tf.int64), index * 1000 + v])), True, True, True)
+            scaled = preprocessing.resize_shorter_side(image)
+            crops = tf.stack([preprocessing.random_view(
+                scaled, preprocessing.augmentation_draws(
+                    tf.stack([tf.constant(seed, tf.int64), index * 1000 + v])))
                 for v in range(views)])                                    # -> [V, 227, 227, 3]
         count = crops.shape.as_list()[0]
         return crops, tf.fill([count], index), tf.range(count, dtype=tf.int64), ok
@@ -176,13 +180,15 @@ class FeatureCache(object):
     Attributes:
       images: float32 [N, 227, 227, 3], the views to build the cache from: the
         frozen model's input (build the model on it).
-      train_data: dataset of (features float32 [N, D], labels int32 [N]), one
-        random view per image, shuffled; repeat() it for more epochs.
+      train_data: dataset of one epoch's (features float32 [N, D], labels int32
+        [N]), one random view per image, shuffled by (seed, epoch): pass
+        epoch (and skip) as tensors and initialize its iterator every epoch.
       val_data: the same for validation, in order, center crops; None if no items.
       folder: the cache folder, once prepare() ran; built: whether it had to build it.
     """
 
-    def __init__(self, train_items, val_items, first, views, batch_size, seed=0, epoch=0):
+    def __init__(self, train_items, val_items, first, views, batch_size, seed=0, epoch=0,
+                 skip=0):
         if first not in FEATURE_SIZES:
             raise ValueError('cached features feed fc6, fc7 or fc8, not %s' % first)
         self.first = first
@@ -210,20 +216,27 @@ class FeatureCache(object):
                               for split, it in self._view_iterators.items()}
 
         # Training: features read from the memory-mapped arrays.
-        self.train_data = self._feature_dataset('train', batch_size, True, seed, epoch)
+        self.train_data = self._feature_dataset('train', batch_size, True, seed, epoch, skip)
         self.val_data = (self._feature_dataset('val', batch_size, False)
                          if val_items else None)
 
-    def _feature_dataset(self, split, batch_size, training, seed=None, epoch=0):
+    def _feature_dataset(self, split, batch_size, training, seed=0, epoch=0, skip=0):
         count, views, size = self.shapes[split]
         labels = np.array([label for _, label in self.items[split]], np.int32)
         dataset = tf.data.Dataset.from_tensor_slices((np.arange(count, dtype=np.int64), labels))
         if training:
-            # As datagenerator.make_dataset: the order depends on seed and epoch only;
-            # each round of repeat() reshuffles and draws new views.
-            dataset = dataset.shuffle(count, seed=seed * 1000003 + epoch)
-            dataset = dataset.map(lambda index, label: (
-                index, tf.random.uniform([], 0, views, tf.int64, seed=seed), label))
+            # As datagenerator.make_dataset: epoch e's order and views depend only on
+            # (seed, e), and `skip` leaves out what an interrupted epoch trained on.
+            this_epoch = datagenerator.epoch_seed(seed, epoch)
+            dataset = dataset.shuffle(count, seed=this_epoch)
+            dataset = dataset.apply(tf.data.experimental.enumerate_dataset())
+            dataset = dataset.skip(tf.cast(skip, tf.int64))
+
+            def pick_view(position, index_label):
+                draw = tf.random.stateless_uniform([], seed=tf.stack([this_epoch, position]))
+                view = tf.minimum(tf.cast(draw * views, tf.int64), views - 1)
+                return index_label[0], view, index_label[1]
+            dataset = dataset.map(pick_view)
         else:
             dataset = dataset.map(lambda index, label: (index, tf.zeros([], tf.int64), label))
         dataset = dataset.batch(batch_size)

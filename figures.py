@@ -27,8 +27,6 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 DPI = 100
-# What a figure drawn from untrained weights must say in its title.
-RANDOM_WEIGHTS_NOTE = 'RANDOM WEIGHTS (untrained): not a trained AlexNet'
 
 # path: the PNG; tiles: how many small images it holds; size: (width, height) in pixels.
 Figure = collections.namedtuple('Figure', 'path tiles size')

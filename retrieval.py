@@ -6,12 +6,12 @@ whose vectors are close in Euclidean distance are "similar" to the network, even
 when their pixels are not (different poses, colours, backgrounds).
 
 This script computes the fc7 vector of every image in the given folders (the
-center crop, as datagenerator.preprocess_for_eval makes it), then for each query
+center crop, as preprocessing.preprocess_for_eval makes it), then for each query
 image finds its k nearest neighbours and draws them in a row: query first, then
 the neighbours, nearest first, with their distances.
 
     python retrieval.py images data/sample --weights weights/bvlc_alexnet.npy
-    python retrieval.py data/sample --queries images/llama.jpg --k 4 --out logs/retrieval.png
+    python retrieval.py data/sample --queries images/llama.jpg --top-k 4 --out logs/retrieval_llama.png
 
 Without --queries every image in the folders is a query (up to --max-queries),
 and its own entry (distance 0) is left out of its neighbours.
@@ -23,7 +23,6 @@ and layout, not content.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -31,9 +30,10 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 import alexnet
-import datagenerator
-import evaluate
+import command_line
 import figures
+import image_files
+import inference
 import weight_files
 
 FEATURE_LAYER = 'fc7'     # the 4096-d last hidden layer (after ReLU)
@@ -81,23 +81,8 @@ def nearest_neighbours(features, query_features, k, exclude=None):
     return indices, distances
 
 
-def image_files(paths):
-    """Image files of the given files and folders (folders searched recursively), sorted."""
-    found = []
-    for path in paths:
-        if os.path.isfile(path):
-            found.append(path)
-            continue
-        if not os.path.isdir(path):
-            raise RetrievalError('%s: no such file or folder' % path)
-        for folder, subfolders, names in os.walk(path):
-            subfolders.sort()
-            found.extend(os.path.join(folder, name) for name in sorted(names)
-                         if name.lower().endswith(datagenerator.IMAGE_EXTENSIONS))
-    return found
-
-
-def retrieve(database, weights, queries=None, k=NEIGHBOURS, max_queries=MAX_QUERIES, seed=0):
+def retrieve(database, weights, queries=None, k=NEIGHBOURS, max_queries=MAX_QUERIES, seed=0,
+             batch_size=inference.BATCH_SIZE):
     """fc7 features of the images, and each query's nearest neighbours.
 
     Args:
@@ -113,8 +98,8 @@ def retrieve(database, weights, queries=None, k=NEIGHBOURS, max_queries=MAX_QUER
     if own:
         queries = database[:max_queries]
     wanted = list(dict.fromkeys(list(database) + list(queries)))   # each image once
-    outputs, used, failed = evaluate.model_outputs(wanted, weights, layer=FEATURE_LAYER,
-                                                   seed=seed)
+    outputs, used, failed = inference.model_outputs(wanted, weights, layer=FEATURE_LAYER,
+                                                    seed=seed, batch_size=batch_size)
     vectors = dict(zip(used, outputs['center']))            # path -> [4096]
     base = [path for path in database if path in vectors]
     asked = [path for path in queries if path in vectors]
@@ -132,69 +117,79 @@ def retrieve(database, weights, queries=None, k=NEIGHBOURS, max_queries=MAX_QUER
 def draw(results, out, weights):
     """The retrieval grid: a row per query. Returns a figures.Figure."""
     def name(path):
-        return os.path.join(os.path.basename(os.path.dirname(path)), os.path.basename(path))
+        return image_files.display_path(
+            os.path.join(os.path.basename(os.path.dirname(path)), os.path.basename(path)))
 
-    queries = [(datagenerator.read_image(query), 'query\n' + name(query))
+    queries = [(image_files.read_image(query), 'query\n' + name(query))
                for query, _ in results]
-    neighbours = [[(datagenerator.read_image(path), 'd=%.4g\n%s' % (distance, name(path)))
+    neighbours = [[(image_files.read_image(path), 'd=%.4g\n%s' % (distance, name(path)))
                    for path, distance in row] for _, row in results]
     title = ('nearest neighbours by Euclidean distance of %s features (section 6.1)\n%s'
-             % (FEATURE_LAYER, evaluate.weights_label(weights)))
+             % (FEATURE_LAYER, inference.weights_label(weights)))
     return figures.save_retrieval(queries, neighbours, out, title=title)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = command_line.ArgumentParser(
         description='Find the images nearest to each query in fc7 feature space (paper '
-                    'section 6.1, Figure 4 right) and draw them.',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    'section 6.1, Figure 4 right) and draw them.')
     parser.add_argument('folders', nargs='+', help='image folders (searched recursively) '
                                                    'or files to search')
     parser.add_argument('--queries', nargs='+', help='query images or folders (default: the '
                                                      'first --max-queries searched images)')
-    parser.add_argument('--weights', default=alexnet.DEFAULT_WEIGHTS_PATH,
-                        help="bvlc_alexnet.npy, a fine-tuned .npz, a checkpoint or run folder; "
-                             "'none' for random weights")
-    parser.add_argument('--k', type=int, default=NEIGHBOURS, help='neighbours per query')
-    parser.add_argument('--max-queries', type=int, default=MAX_QUERIES,
+    command_line.add_weights(parser, alexnet.DEFAULT_WEIGHTS_PATH)
+    parser.add_argument('--top-k', type=command_line.positive_int, default=NEIGHBOURS,
+                        help='neighbours per query')
+    parser.add_argument('--max-queries', type=command_line.positive_int, default=MAX_QUERIES,
                         help='queries when --queries is not given')
-    parser.add_argument('--out', default=os.path.join('logs', 'retrieval.png'),
-                        help='PNG to write')
-    parser.add_argument('--seed', type=int, default=0, help='seed of --weights none')
+    command_line.add_out(parser, None, 'PNG to write (default: logs/retrieval.png, or '
+                                       'logs/retrieval_<first query>.png with --queries)')
+    command_line.add_batch_size(parser, inference.BATCH_SIZE)
+    command_line.add_seed(parser)
     return parser.parse_args(argv)
+
+
+def default_out(queries):
+    """The figure's default name: one per query set, so two commands keep both figures."""
+    if not queries:
+        return os.path.join('logs', 'retrieval.png')
+    stem = os.path.splitext(os.path.basename(queries[0]))[0]
+    return os.path.join('logs', 'retrieval_%s.png' % image_files.display_path(stem))
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.k < 1 or args.max_queries < 1:
-        print('error: --k and --max-queries must be at least 1', file=sys.stderr)
-        return 2
     tf.logging.set_verbosity(tf.logging.ERROR)
     tf.disable_v2_behavior()
-    try:
-        database = image_files(args.folders)
-        queries = image_files(args.queries) if args.queries else None
-        if not database:
-            raise RetrievalError('no images in %s' % ', '.join(args.folders))
-        results, failed = retrieve(database, args.weights, queries, args.k, args.max_queries,
-                                   args.seed)
-    except weight_files.WeightFileError as err:
-        print('error: %s (or pass --weights none to try random weights)' % err,
-              file=sys.stderr)
-        return 2
-    except RetrievalError as err:
-        print('error: %s' % err, file=sys.stderr)
-        return 2
-    print(evaluate.weights_label(args.weights))
+    return command_line.run_main(lambda: run(args), errors=(
+        weight_files.WeightFileError, RetrievalError, image_files.ImageError))
+
+
+def run(args):
+    database, skipped = image_files.image_paths(args.folders)
+    queries = None
+    if args.queries:
+        queries, refused = image_files.image_paths(args.queries)
+        skipped += refused
+    for path, reason in skipped:
+        print('skipped %s: %s' % (image_files.display_path(path), reason), file=sys.stderr)
+    if not database:
+        raise RetrievalError('no images in %s' % ', '.join(
+            image_files.display_path(folder) for folder in args.folders))
+    weights = inference.resolve_weights(args.weights)
+    results, failed = retrieve(database, weights, queries, args.top_k, args.max_queries,
+                               args.seed, args.batch_size)
+    print(inference.weights_label(weights))
     for path, reason in failed:
-        print('skipped %s: %s' % (path, reason), file=sys.stderr)
+        print('skipped %s: %s' % (image_files.display_path(path), reason), file=sys.stderr)
     for query, row in results:
-        print(query)
+        print(image_files.display_path(query))
         for path, distance in row:
-            print('  %10.4g  %s' % (distance, path))
-    figure = draw(results, args.out, args.weights)
-    print('wrote %s (%d tiles, %dx%d pixels)' % ((figure.path, figure.tiles) + figure.size))
-    return 0
+            print('  %10.4g  %s' % (distance, image_files.display_path(path)))
+    figure = draw(results, args.out or default_out(queries), weights)
+    print('wrote %s (%d tiles, %dx%d pixels)' % ((image_files.display_path(figure.path),
+                                                  figure.tiles) + figure.size))
+    return command_line.EXIT_PARTIAL if skipped or failed else command_line.EXIT_OK
 
 
 if __name__ == '__main__':

@@ -3,11 +3,11 @@
 Three subcommands writing PNGs (figures.py draws them):
 
     # conv1's 96 kernels of 11x11x3 as one grid, like the paper's Figure 3
-    python visualize.py filters --weights weights/bvlc_alexnet.npy --log-dir logs/filters
+    python visualize.py filters --weights weights/bvlc_alexnet.npy --tensorboard-dir logs/filters
     # an image's 96 conv1 feature maps beside the image, and a group of conv2 kernels
     python visualize.py features --image data/sample/cat/chelsea.jpg
     # several fine-tuning runs' loss and accuracy from their metrics.csv, overlaid
-    python visualize.py curves logs/pretrained logs/scratch --out logs/curves.png
+    python visualize.py curves --run logs/pretrained logs/scratch --out logs/curves.png
 
 --weights (default weights/bvlc_alexnet.npy) takes the bvlc .npy, a fine-tuned
 .npz, a checkpoint or a run folder; ``--weights none`` draws random weights,
@@ -30,14 +30,11 @@ How the pictures are made:
 * curves: train solid, validation dashed, one colour per run (label: the run's
   folder name), x axis epochs.
 
---log-dir also writes the grids as TensorBoard image summaries
+--tensorboard-dir also writes the grids as TensorBoard image summaries
 (``tensorboard --logdir DIR``, IMAGES tab).
 """
 from __future__ import annotations
 
-import argparse
-import csv
-import math
 import os
 import sys
 
@@ -45,13 +42,14 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 import alexnet
-import datagenerator
-import evaluate
+import command_line
 import figures
+import image_files
+import inference
+import preprocessing
+import run_folder
 import weight_files
 
-METRICS_FILE = 'metrics.csv'     # written into each fine-tuning run's folder
-CURVE_COLUMNS = ('epoch', 'train_loss', 'train_accuracy', 'val_loss', 'val_accuracy')
 FILTER_COLUMNS = 16              # conv1: 6 rows of 16, halves 0-47 and 48-95 as in Figure 3
 FEATURE_COLUMNS = 16
 CONV2_FILTERS = (0, 1, 2, 128, 129, 130)   # three from each group
@@ -61,20 +59,26 @@ TENSORBOARD_ZOOM = 4             # 11x11 kernels are too small to see at 1:1
 
 
 class InputError(ValueError):
-    """A run folder, metrics file or option that cannot be drawn."""
+    """An option that cannot be drawn."""
+
+
+def tensorboard_tag(name, weights):
+    """An image summary's tag: TensorBoard shows it over the image, so random weights say so."""
+    return name + ('_RANDOM_WEIGHTS' if weights == inference.RANDOM_WEIGHTS else '')
 
 
 # --- Reading weights and activations ---------------------------------------
 
 def read_kernels(weights, layer_names=('conv1',), seed=0):
     """{layer: weights array} of the conv layers asked for, from any weight source."""
-    num_classes = alexnet.num_classes_of(weights)
+    num_classes = inference.num_classes_of(weights)
+    size = preprocessing.IMAGE_SIZE
     with tf.Graph().as_default():
         tf.set_random_seed(seed)
-        x = tf.placeholder(tf.float32, [None, 227, 227, 3], name='x')
+        x = tf.placeholder(tf.float32, [None, size, size, 3], name='x')
         model = alexnet.AlexNet(x, num_classes=num_classes)
         with tf.Session() as session:
-            evaluate.load_weights(session, model, weights)
+            inference.initialize(session, model, weights)
             values = model.read_weights(session, layer_names)
     return {name: kernel for name, (kernel, _) in values.items()}
 
@@ -86,18 +90,18 @@ def conv1_activations(image_path, weights, seed=0):
       (the 227x227 crop the network sees as uint8 RGB, conv1's maps [55, 55, 96],
       conv2's kernels [5, 5, 48, 256]).
     """
-    rgb = datagenerator.read_image(image_path)
-    num_classes = alexnet.num_classes_of(weights)
+    rgb = image_files.read_image(image_path)
+    num_classes = inference.num_classes_of(weights)
     with tf.Graph().as_default():
         tf.set_random_seed(seed)
         image = tf.placeholder(tf.uint8, [None, None, 3], name='image')
-        x = tf.expand_dims(datagenerator.preprocess_for_eval(image), 0)  # -> [1, 227, 227, 3]
+        x = tf.expand_dims(preprocessing.preprocess_for_eval(image), 0)  # -> [1, 227, 227, 3]
         model = alexnet.AlexNet(x, num_classes=num_classes)
         with tf.Session() as session:
-            evaluate.load_weights(session, model, weights)
+            inference.initialize(session, model, weights)
             crop, maps = session.run([x, model.conv1], {image: rgb})       # maps: [1, 55, 55, 96]
             conv2, _ = model.read_weights(session, ('conv2',))['conv2']
-    return datagenerator.model_input_to_rgb(crop)[0], maps[0], conv2
+    return preprocessing.model_input_to_rgb(crop)[0], maps[0], conv2
 
 
 def log_images(log_dir, images):
@@ -131,9 +135,10 @@ def draw_filters(weights, out, log_dir=None, seed=0):
                'rows 1-3: kernels 0-47, rows 4-6: 48-95 (conv2\'s two groups)'
                % ((count,) + kernel.shape[:3]))
     figure = figures.save_mosaics([(grid, caption, count)], out,
-                                  title=evaluate.weights_label(weights))
+                                  title=inference.weights_label(weights))
     if log_dir:
-        log_images(log_dir, {'conv1_filters': figures.to_uint8(grid, TENSORBOARD_ZOOM)})
+        log_images(log_dir, {tensorboard_tag('conv1_filters', weights):
+                             figures.to_uint8(grid, TENSORBOARD_ZOOM)})
     return figure
 
 
@@ -164,7 +169,7 @@ def draw_features(image_path, weights, out, conv2_out, conv2_filters=CONV2_FILTE
     crop, maps, kernel = conv1_activations(image_path, weights, seed)
     tiles = figures.scale_each(np.transpose(maps, (2, 0, 1))[..., None])   # -> [96, 55, 55, 1]
     grid = figures.mosaic(tiles, FEATURE_COLUMNS)
-    label = evaluate.weights_label(weights)
+    label = inference.weights_label(weights)
     features = figures.save_mosaics(
         [(crop, 'input: %s\n(the 227x227 center crop)' % os.path.basename(image_path), 0),
          (grid, 'conv1: %d feature maps of %dx%d after ReLU, each scaled to its own range'
@@ -176,37 +181,12 @@ def draw_features(image_path, weights, out, conv2_out, conv2_filters=CONV2_FILTE
         title='conv2 kernels: 48 input channels of 5x5 per filter, each filter scaled to '
               'its range\n' + label)
     if log_dir:
-        images = {'conv1_features': figures.to_uint8(grid)}
+        images = {tensorboard_tag('conv1_features', weights): figures.to_uint8(grid)}
         for index, (panel, _, _) in zip(conv2_filters, panels):
-            images['conv2_filter_%d' % index] = figures.to_uint8(panel, TENSORBOARD_ZOOM)
+            images[tensorboard_tag('conv2_filter_%d' % index, weights)] = figures.to_uint8(
+                panel, TENSORBOARD_ZOOM)
         log_images(log_dir, images)
     return features, conv2
-
-
-def read_metrics(run):
-    """A run's metrics.csv as {column: float array} (NaN where a value is empty).
-
-    Args:
-      run: a run folder (logs/<run>) or a metrics.csv file.
-    Raises:
-      InputError: no such file, or a column the curves need is missing.
-    """
-    path = os.path.join(run, METRICS_FILE) if os.path.isdir(run) else run
-    if not os.path.isfile(path):
-        raise InputError('%s: no %s; pass fine-tuning run folders (logs/<run>) or their %s'
-                         % (run, METRICS_FILE, METRICS_FILE))
-    with open(path, newline='', encoding='utf-8') as f:
-        rows = list(csv.DictReader(f))
-    missing = [c for c in CURVE_COLUMNS if not rows or c not in rows[0]]
-    if missing:
-        raise InputError('%s: %s; expected the columns %s' % (
-            path, 'no rows' if not rows else 'missing columns ' + ', '.join(missing),
-            ', '.join(CURVE_COLUMNS)))
-    try:
-        return {column: np.array([float(row[column]) if row[column] not in ('', None)
-                                  else math.nan for row in rows]) for column in CURVE_COLUMNS}
-    except ValueError as err:
-        raise InputError('%s: not a number (%s)' % (path, err)) from None
 
 
 def run_label(run):
@@ -225,50 +205,48 @@ def draw_curves(runs, out, labels=None, title=None):
     if len(set(labels)) != len(labels):
         raise InputError('two runs share the label %s; name them with --labels'
                          % sorted(label for label in labels if labels.count(label) > 1)[0])
-    metrics = {label: read_metrics(run) for label, run in zip(labels, runs)}
-    return figures.save_curves(metrics, out, title=title or 'training curves: '
-                               + ' vs '.join(labels))
+    metrics = {label: run_folder.read_metrics(run) for label, run in zip(labels, runs)}
+    random = [label for label, run in zip(labels, runs) if run_folder.started_from_random(run)]
+    title = title or 'training curves: ' + ' vs '.join(labels)
+    if random:
+        title += '\n%s: trained from RANDOM WEIGHTS (--weights none), no pretraining' % (
+            ', '.join(random))
+    return figures.save_curves(metrics, out, title=title)
 
 
 # --- Command line -----------------------------------------------------------
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = command_line.ArgumentParser(
         description="Draw conv1's filters, an image's feature maps with conv2 kernels, or "
-                    'training curves of several runs.',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    'training curves of several runs.')
     commands = parser.add_subparsers(dest='command', metavar='{filters,features,curves}')
     commands.required = True
-    weights_help = ('bvlc_alexnet.npy, a fine-tuned .npz, a checkpoint or run folder; '
-                    "'none' for random weights")
 
-    filters = commands.add_parser('filters', help="conv1's 96 kernels (Figure 3)",
-                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    filters.add_argument('--weights', default=alexnet.DEFAULT_WEIGHTS_PATH, help=weights_help)
-    filters.add_argument('--out', default=os.path.join('logs', 'conv1_filters.png'),
-                         help='PNG to write')
-    filters.add_argument('--log-dir', help='also write a TensorBoard image summary here')
-    filters.add_argument('--seed', type=int, default=0, help='seed of --weights none')
+    filters = commands.add_parser('filters', help="conv1's 96 kernels (Figure 3)")
+    command_line.add_weights(filters, alexnet.DEFAULT_WEIGHTS_PATH)
+    command_line.add_out(filters, os.path.join('logs', 'conv1_filters.png'), 'PNG to write')
+    filters.add_argument('--tensorboard-dir', help='also write a TensorBoard image summary here')
+    command_line.add_seed(filters)
 
-    features = commands.add_parser('features', help="an image's conv1 maps, and conv2 kernels",
-                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    features.add_argument('--image', required=True, help='the photo, e.g. a striped animal')
-    features.add_argument('--weights', default=alexnet.DEFAULT_WEIGHTS_PATH, help=weights_help)
-    features.add_argument('--out', default=os.path.join('logs', 'conv1_features.png'),
-                          help='PNG of the feature maps')
+    features = commands.add_parser('features', help="an image's conv1 maps, and conv2 kernels")
+    features.add_argument('--image', required=True, help='the photo, e.g. images/zebra.jpg')
+    command_line.add_weights(features, alexnet.DEFAULT_WEIGHTS_PATH)
+    command_line.add_out(features, os.path.join('logs', 'conv1_features.png'),
+                         'PNG of the feature maps')
     features.add_argument('--conv2-out', default=os.path.join('logs', 'conv2_kernels.png'),
                           help='PNG of the conv2 kernels')
     features.add_argument('--conv2-filters', type=int, nargs='+', default=list(CONV2_FILTERS),
                           help='which conv2 filters (0-255) to draw')
-    features.add_argument('--log-dir', help='also write TensorBoard image summaries here')
-    features.add_argument('--seed', type=int, default=0, help='seed of --weights none')
+    features.add_argument('--tensorboard-dir', help='also write TensorBoard image summaries here')
+    command_line.add_seed(features)
 
-    curves = commands.add_parser('curves', help="runs' loss and accuracy from metrics.csv",
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    curves.add_argument('runs', nargs='+', help='run folders (logs/<run>) or metrics.csv files')
+    curves = commands.add_parser('curves', help="runs' loss and accuracy from metrics.csv")
+    curves.add_argument('--run', nargs='+', required=True, dest='runs',
+                        help='run folders (logs/<run>) or metrics.csv files')
     curves.add_argument('--labels', nargs='+', help='legend names (default: folder names)')
     curves.add_argument('--title', help='figure title')
-    curves.add_argument('--out', default=os.path.join('logs', 'curves.png'), help='PNG to write')
+    command_line.add_out(curves, os.path.join('logs', 'curves.png'), 'PNG to write')
     return parser.parse_args(argv)
 
 
@@ -276,28 +254,30 @@ def main(argv=None):
     args = parse_args(argv)
     tf.logging.set_verbosity(tf.logging.ERROR)
     tf.disable_v2_behavior()
-    try:
-        if args.command == 'filters':
-            drawn = [draw_filters(args.weights, args.out, args.log_dir, args.seed)]
-        elif args.command == 'features':
-            drawn = list(draw_features(args.image, args.weights, args.out, args.conv2_out,
-                                       args.conv2_filters, args.log_dir, args.seed))
-        else:
-            drawn = [draw_curves(args.runs, args.out, args.labels, args.title)]
-    except weight_files.WeightFileError as err:
-        print('error: %s (or pass --weights none to draw random weights)' % err,
-              file=sys.stderr)
-        return 2
-    except (datagenerator.ImageError, InputError) as err:
-        print('error: %s' % err, file=sys.stderr)
-        return 2
-    if getattr(args, 'weights', None) == alexnet.RANDOM_WEIGHTS:
-        print(evaluate.weights_label(args.weights))
+    return command_line.run_main(lambda: run(args), errors=(
+        weight_files.WeightFileError, image_files.ImageError, InputError,
+        run_folder.RunFolderError))
+
+
+def run(args):
+    if hasattr(args, 'weights'):
+        args.weights = inference.resolve_weights(args.weights)
+    if args.command == 'filters':
+        drawn = [draw_filters(args.weights, args.out, args.tensorboard_dir, args.seed)]
+    elif args.command == 'features':
+        drawn = list(draw_features(args.image, args.weights, args.out, args.conv2_out,
+                                   args.conv2_filters, args.tensorboard_dir, args.seed))
+    else:
+        drawn = [draw_curves(args.runs, args.out, args.labels, args.title)]
+    if getattr(args, 'weights', None) == inference.RANDOM_WEIGHTS:
+        print(inference.weights_label(args.weights))
     for figure in drawn:
-        print('wrote %s (%d tiles, %dx%d pixels)' % ((figure.path, figure.tiles) + figure.size))
-    if getattr(args, 'log_dir', None):
-        print('TensorBoard: tensorboard --logdir %s (IMAGES tab)' % args.log_dir)
-    return 0
+        print('wrote %s (%d tiles, %dx%d pixels)' % ((image_files.display_path(figure.path),
+                                                      figure.tiles) + figure.size))
+    if getattr(args, 'tensorboard_dir', None):
+        print('TensorBoard (IMAGES tab): %s'
+              % command_line.tensorboard_command(args.tensorboard_dir))
+    return command_line.EXIT_OK
 
 
 if __name__ == '__main__':

@@ -5,10 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import tensorflow.compat.v1 as tf
 
-import alexnet
-import datagenerator
+import datasets
 import evaluate
 import validate_alexnet_on_imagenet as validate
 
@@ -51,49 +49,6 @@ def test_topk_error_rejects_bad_input():
         evaluate.topk_error(PROBABILITIES, LABELS[:3], 1)
 
 
-def test_average_crops_means_each_images_crops():
-    outputs = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5],      # image 0
-                        [0.9, 0.1], [0.9, 0.1], [0.6, 0.4]])     # image 1
-    np.testing.assert_allclose(evaluate.average_crops(outputs, 3),
-                               [[0.5, 0.5], [0.8, 0.2]])
-
-
-# --- the 10 crops -------------------------------------------------------------
-
-def test_ten_crops_are_the_corners_center_and_their_mirrors(graph):
-    # Shorter side already 256, so scaling leaves the pixels alone: crops are slices.
-    image = np.random.RandomState(1).randint(0, 256, (256, 300, 3)).astype(np.uint8)
-    placeholder = tf.placeholder(tf.uint8, [None, None, 3])
-    with tf.Session() as session:
-        crops = session.run(datagenerator.ten_crops(placeholder), {placeholder: image})
-    windows = [image[:227, :227], image[:227, 73:], image[29:, :227], image[29:, 73:],
-               image[14:241, 36:263]]
-    expected = windows + [w[:, ::-1] for w in windows]
-    assert crops.shape == (10, 227, 227, 3)
-    np.testing.assert_array_equal(datagenerator.model_input_to_rgb(crops), np.stack(expected))
-
-
-def test_ten_crop_probabilities_are_the_mean_softmax_of_the_crops(weights_npz, val_folder):
-    path = str(val_folder / 'ILSVRC2012_val_00000003.JPEG')
-    outputs, used, failed = evaluate.model_outputs([path], weights_npz, crops=('center', 'ten'))
-    assert used == [path] and failed == []
-    # Independently: the network on each crop, softmax, then the mean.
-    rgb = datagenerator.read_image(path)
-    with tf.Graph().as_default():
-        image = tf.placeholder(tf.uint8, [None, None, 3])
-        x = tf.placeholder(tf.float32, [None, 227, 227, 3])
-        model = alexnet.AlexNet(x, num_classes=2)
-        with tf.Session() as session:
-            alexnet.restore_weights(session, model, weights_npz)
-            crops, center = session.run([datagenerator.ten_crops(image),
-                                         datagenerator.preprocess_for_eval(image)], {image: rgb})
-            logits = session.run(model.fc8, {x: np.concatenate([crops, center[None]])})
-    softmax = np.exp(logits - logits.max(1, keepdims=True))
-    softmax /= softmax.sum(1, keepdims=True)
-    np.testing.assert_allclose(outputs['ten'][0], softmax[:10].mean(0), rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(outputs['center'][0], softmax[10], rtol=1e-4, atol=1e-6)
-
-
 # --- ground-truth files -------------------------------------------------------
 
 def test_ground_truth_formats(tmp_path):
@@ -119,6 +74,7 @@ def test_ground_truth_formats(tmp_path):
     ('n99999999\n', False, 'not one of the 1000'),
     ('a.jpg 1\n2\n', False, 'one format'),
     ('\n', False, 'no labels'),
+    ('9' * 5000 + '\n', False, 'neither a class index'),
 ])
 def test_bad_ground_truth_says_why(tmp_path, text, flag, message):
     path = tmp_path / 'labels.txt'
@@ -147,14 +103,14 @@ def test_imagenet_items_pair_sorted_files_with_lines(val_folder, tmp_path):
 def test_main_on_imagenet_layout_prints_errors_beside_the_paper(weights_npz, val_folder, capsys):
     assert evaluate.main(['--images', str(val_folder), '--labels',
                           str(val_folder / 'labels.txt'), '--weights', weights_npz,
-                          '--batch-images', '2']) == 0
+                          '--batch-size', '2', '--no-progress']) == 0
     report = capsys.readouterr().out
     for text in ('center crop', '10 crops, softmax averaged', '40.7%', '18.2%', '42.9%',
                  '19.8%', '5 images, 2 classes', 'not comparable', 'n/a'):
         assert text in report, text
     # The center-crop top-1 error agrees with the classification script's answers.
     items = evaluate.imagenet_items(str(val_folder), str(val_folder / 'labels.txt'))
-    results, _ = validate.classify([p for p, _ in items], weights_npz)
+    results = validate.classify([p for p, _ in items], weights_npz)
     wrong = sum(r['top'][0]['index'] != label for r, (_, label) in zip(results, items))
     line = [l for l in report.splitlines() if 'this model, center crop' in l][0]
     assert line.split()[4] == '%.1f%%' % (100.0 * wrong / len(items))
@@ -164,7 +120,7 @@ def test_main_on_a_run_split(weights_npz, val_folder, tmp_path, capsys):
     run = tmp_path / 'run1'
     run.mkdir()
     paths = sorted(str(p) for p in val_folder.glob('*.JPEG'))
-    datagenerator.write_split(str(run / 'split.json'), [(paths[0], 0)],
+    datasets.write_split(str(run / 'split.json'), [(paths[0], 0)],
                               [(paths[1], 1), (paths[2], 0)], ['cat', 'dog'])
     assert evaluate.main(['--run', str(run), '--weights', weights_npz, '--crops', 'center']) == 0
     report = capsys.readouterr().out
@@ -177,20 +133,35 @@ def test_random_weights_are_said_plainly(val_folder, capsys):
     assert 'RANDOM WEIGHTS' in capsys.readouterr().out
 
 
-@pytest.mark.parametrize('labels, args, message', [
-    ('2\n1\n1\n0\n1\n', [], 'label 2 is out of range for a model of 2 classes; the file seems '
-                            'to count from 1: pass --one-based'),
-    (None, ['--run', 'nowhere'], 'give either'),
-])
-def test_main_errors(weights_npz, val_folder, tmp_path, capsys, labels, args, message):
-    if labels is not None:
-        path = tmp_path / 'labels.txt'
-        path.write_text(labels)
-        args = ['--images', str(val_folder), '--labels', str(path)]
-    else:
-        args = args + ['--images', str(val_folder)]
-    assert evaluate.main(args + ['--weights', weights_npz]) == 2
-    assert message in capsys.readouterr().err
+def test_labels_out_of_range(weights_npz, val_folder, tmp_path, capsys):
+    path = tmp_path / 'labels.txt'
+    path.write_text('2\n1\n1\n0\n1\n')
+    assert evaluate.main(['--images', str(val_folder), '--labels', str(path),
+                          '--weights', weights_npz]) == 2
+    err = capsys.readouterr().err
+    assert ('label 2 is out of range for a model of 2 classes; the file seems to count from 1: '
+            'pass --one-based') in err and err.count('\n') == 1
+
+
+@pytest.mark.parametrize('args', [['--run', 'nowhere', '--images', 'x'], ['--images', 'x'], []])
+def test_either_images_and_labels_or_a_run(args, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(args)
+    assert exit_info.value.code == 2 and 'give either' in capsys.readouterr().err
+
+
+def test_missing_folder_is_one_line_without_weight_advice(tmp_path, capsys):
+    assert evaluate.main(['--images', str(tmp_path / 'nowhere'), '--labels',
+                          str(tmp_path / 'labels.txt'), '--weights', 'none']) == 2
+    err = capsys.readouterr().err
+    assert 'no such image folder' in err and err.count('\n') == 1 and 'weights' not in err
+
+
+def test_ground_truth_that_is_not_text(tmp_path):
+    path = tmp_path / 'labels.txt'
+    path.write_bytes(b'\xff\xfe\x00\x01')
+    with pytest.raises(evaluate.GroundTruthError, match='not a UTF-8 text file'):
+        evaluate.read_ground_truth(str(path))
 
 
 def test_run_folder_without_split_says_what_to_pass(tmp_path, capsys):

@@ -11,9 +11,11 @@ import pytest
 from PIL import Image
 
 import alexnet
-import class_names
-import datagenerator
 import export_model
+import image_files
+import inference
+import preprocessing
+import run_folder
 import weight_files
 from conftest import exit_error, random_layers, tf
 
@@ -45,7 +47,7 @@ def npz_path(workdir, layers):
 
 
 @pytest.fixture(scope='module')
-def image_files(workdir):
+def photos(workdir):
     """Three small photos: RGB and grayscale JPEGs and an RGB PNG, of odd sizes."""
     rng = np.random.RandomState(0)
     rows, cols = np.mgrid[0:300, 0:400]
@@ -60,22 +62,22 @@ def image_files(workdir):
 
 
 @pytest.fixture(scope='module')
-def reference(image_files, npz_path):
+def reference(photos, npz_path):
     """(model inputs [3, 227, 227, 3], probabilities [3, 2]) from the in-session graph.
 
-    Images are read with PIL (datagenerator.read_image), not TensorFlow's
+    Images are read with PIL (image_files.read_image), not TensorFlow's
     decoders, so this also checks the export's in-graph decoding.
     """
     with tf.Graph().as_default():
         pixels = tf.placeholder(tf.uint8, [None, None, 3])
-        preprocessed = datagenerator.preprocess_for_eval(pixels)
+        preprocessed = preprocessing.preprocess_for_eval(pixels)
         x = tf.placeholder(tf.float32, [None, 227, 227, 3])
         model = alexnet.AlexNet(x, num_classes=2)
         probabilities = tf.nn.softmax(model.fc8)
         with tf.Session() as session:
-            batch = np.stack([session.run(preprocessed, {pixels: datagenerator.read_image(p)})
-                              for p in image_files])
-            alexnet.restore_weights(session, model, npz_path)
+            batch = np.stack([session.run(preprocessed, {pixels: image_files.read_image(p)})
+                              for p in photos])
+            inference.restore_weights(session, model, npz_path)
             return batch, session.run(probabilities, {x: batch})
 
 
@@ -88,7 +90,7 @@ def npz_export(workdir, npz_path):
 
 
 @pytest.fixture(scope='module')
-def run_folder(workdir, npz_path):
+def run_dir(workdir, npz_path):
     """A fine-tuning run folder: checkpoints/ written by tf.train.Saver, class_names.txt."""
     run = workdir / 'logs' / 'run1'
     os.makedirs(str(run / 'checkpoints'))
@@ -100,17 +102,17 @@ def run_folder(workdir, npz_path):
         optimizer.minimize(tf.reduce_mean(model.fc8))
         with tf.Session() as session:
             session.run(tf.global_variables_initializer())
-            alexnet.restore_weights(session, model, npz_path)
+            inference.restore_weights(session, model, npz_path)
             tf.train.Saver().save(session, str(run / 'checkpoints' / 'model.ckpt'),
                                   global_step=7)
-    class_names.write_run_class_names(str(run), NAMES)
+    run_folder.write_class_names(str(run), NAMES)
     return run
 
 
-def run_saved_model(export_dir, image_files):
+def run_saved_model(export_dir, photos):
     """Loads a SavedModel in a new graph and runs its serving signature on image files."""
     encoded = []
-    for path in image_files:
+    for path in photos:
         with open(path, 'rb') as f:
             encoded.append(f.read())
     with tf.Graph().as_default(), tf.Session() as session:
@@ -144,8 +146,8 @@ def test_reference_probabilities_are_not_saturated(reference):
     assert np.all((probabilities > 0.01) & (probabilities < 0.99))
 
 
-def test_saved_model_matches_the_in_session_graph(npz_export, image_files, reference):
-    outputs = run_saved_model(npz_export / 'saved_model', image_files)
+def test_saved_model_matches_the_in_session_graph(npz_export, photos, reference):
+    outputs = run_saved_model(npz_export / 'saved_model', photos)
     _, expected = reference
     np.testing.assert_allclose(outputs['probabilities'], expected, atol=1e-5)
     assert outputs['classes'].shape == (3, 2)                       # top k = 2 of 2 classes
@@ -182,20 +184,20 @@ def test_frozen_graph_matches_the_in_session_graph(npz_export, reference):
 
 # --- From a fine-tuning checkpoint ----------------------------------------------
 
-def test_run_folder_checkpoint_exports_identically(run_folder, workdir, image_files,
+def test_run_folder_checkpoint_exports_identically(run_dir, workdir, photos,
                                                    npz_export):
     out = workdir / 'exports' / 'from_run'
-    written = export_model.export(str(run_folder), str(out), formats=['savedmodel'])
+    written = export_model.export(str(run_dir), str(out), formats=['savedmodel'])
     assert sorted(written) == ['class_names', 'savedmodel']
     assert (out / 'class_names.txt').read_text() == 'cat\ndog\n'     # from the run folder
-    from_checkpoint = run_saved_model(written['savedmodel'], image_files)
-    from_npz = run_saved_model(npz_export / 'saved_model', image_files)
+    from_checkpoint = run_saved_model(written['savedmodel'], photos)
+    from_npz = run_saved_model(npz_export / 'saved_model', photos)
     for key in ('probabilities', 'classes', 'class_names'):
         np.testing.assert_array_equal(from_checkpoint[key], from_npz[key])
 
 
-def test_checkpoint_prefix_exports_frozen_only(run_folder, workdir, reference, capsys):
-    prefix = run_folder / 'checkpoints' / 'model.ckpt-7'
+def test_checkpoint_prefix_exports_frozen_only(run_dir, workdir, reference, capsys):
+    prefix = run_dir / 'checkpoints' / 'model.ckpt-7'
     out = workdir / 'exports' / 'from_prefix'
     export_model.main(['--weights', str(prefix), '--out', str(out), '--format', 'frozen'])
     assert sorted(os.listdir(str(out))) == ['class_names.txt', 'frozen_graph.pb']
@@ -214,6 +216,23 @@ def _error_of(argv):
 def test_missing_source(tmp_path):
     message = _error_of(['--weights', str(tmp_path / 'nothing.npz'), '--out', str(tmp_path / 'o')])
     assert 'neither a weight file nor a checkpoint' in message
+    assert not (tmp_path / 'o').exists()
+
+
+def test_random_weights_are_not_exported(tmp_path):
+    assert 'would export random weights' in _error_of(['--weights', 'none', '--out',
+                                                        str(tmp_path / 'o')])
+
+
+def test_non_finite_weights_are_not_exported_and_leave_nothing(tmp_path, layers):
+    broken = dict(layers, fc7=(layers['fc7'][0].copy(), layers['fc7'][1]))
+    broken['fc7'][0][3, 4] = np.nan
+    path = str(tmp_path / 'diverged.npz')
+    np.savez(path, **{'%s/%s' % (layer, part): value for layer, values in broken.items()
+                      for part, value in zip(('weights', 'biases'), values)})
+    message = _error_of(['--weights', path, '--out', str(tmp_path / 'o')])
+    assert 'fc7' in message and ('finite' in message or 'NaN' in message)
+    assert sorted(os.listdir(str(tmp_path))) == ['diverged.npz']
 
 
 def test_out_folder_not_empty(tmp_path, npz_path):

@@ -91,17 +91,17 @@ def test_head_on_features_equals_full_model(graph):
 
 def val_loss(train, val, weights_path, train_layers, cache_from, cache_root=None):
     """finetune's validation (loss, accuracy) on the naive or the cached graph."""
-    settings = {'batch_size': 4, 'learning_rate': 0.01, 'momentum': 0.9, 'weight_decay': 5e-4,
-                'keep_checkpoints': 1}
+    recipe = finetune.Recipe(learning_rate=0.01, momentum=0.9, weight_decay=5e-4,
+                             keep_prob=0.5, batch_size=4)
     with tf.Graph().as_default():
-        graph = finetune.Graph(train, val, 2, train_layers, [], weights_path, settings,
-                               seed=0, start_epoch=0, cache_from=cache_from, cache_views=2)
+        trainer = finetune.Trainer(train, val, 2, recipe, train_layers, [], weights_path,
+                                   seed=0, cache_from=cache_from, cache_views=2)
         with tf.Session() as session:
-            session.run(graph.init)
-            graph.model.load_initial_weights(session)
+            session.run(trainer.init)
+            trainer.model.load_initial_weights(session)
             if cache_from:
-                graph.cache.prepare(session, graph.model, cache_root, progress=False)
-            return finetune.validate(session, graph)
+                trainer.cache.prepare(session, trainer.model, cache_root, progress=False)
+            return finetune.validate(session, trainer)
 
 
 @pytest.mark.parametrize('train_layers', [['fc6', 'fc7', 'fc8'], ['fc7', 'fc8']])
@@ -174,8 +174,8 @@ def test_interrupted_cache_is_rebuilt(items, weights, tmp_path):
 @pytest.mark.slow
 def test_finetune_cached_end_to_end(tmp_path, weights, capsys):
     make_images(str(tmp_path / 'data'))
-    args = ['--data', str(tmp_path / 'data'), '--log-dir', str(tmp_path / 'logs'),
-            '--run-name', 'run', '--batch-size', '4', '--val-fraction', '0.25',
+    args = ['--data', str(tmp_path / 'data'), '--run', str(tmp_path / 'logs' / 'run'),
+            '--batch-size', '4', '--val-fraction', '0.25',
             '--no-progress', '--weights', weights[0], '--train-layers', 'fc7,fc8',
             '--learning-rate', '1e-4', '--cache-features']
     assert finetune.main(args + ['--epochs', '1']) == 0
@@ -195,7 +195,7 @@ def test_finetune_cached_end_to_end(tmp_path, weights, capsys):
     with open(str(run / 'metrics.csv')) as f:
         assert len(f.readlines()) == 3
     # A frozen layer after a trained one: said, and trained the naive way.
-    assert finetune.main(args[:-3] + ['--train-layers', 'fc6,fc7', '--cache-features',
-                                      '--run-name', 'naive', '--epochs', '1',
-                                      '--max-steps', '1']) == 0
+    naive = [arg if arg != str(run) else str(tmp_path / 'logs' / 'naive') for arg in args[:-3]]
+    assert finetune.main(naive + ['--train-layers', 'fc6,fc7', '--cache-features',
+                                  '--epochs', '1', '--max-steps', '1']) == 0
     assert 'does not apply (frozen fc8 comes after trained fc6' in capsys.readouterr().out

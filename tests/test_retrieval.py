@@ -6,7 +6,8 @@ import pytest
 from PIL import Image
 
 import alexnet
-import evaluate
+import image_files
+import inference
 import retrieval
 import weight_files
 from conftest import random_layers
@@ -85,17 +86,8 @@ def weights_npz(module_dir):
     return str(path)
 
 
-def test_image_files_searches_folders_recursively_in_order(photos):
-    found = retrieval.image_files([str(photos)])
-    assert [os.path.relpath(p, str(photos)) for p in found] == [
-        'other/b.png', 'other/b_shifted.png', 'other/c.png', 'zebras/a.png',
-        'zebras/a_shifted.png']
-    with pytest.raises(retrieval.RetrievalError, match='no such file or folder'):
-        retrieval.image_files([str(photos / 'missing')])
-
-
 def test_retrieve_finds_the_near_duplicate(photos, weights_npz):
-    database = retrieval.image_files([str(photos)])
+    database, _ = image_files.image_paths([str(photos)])
     results, failed = retrieval.retrieve(database, weights_npz, k=2, max_queries=5)
     assert failed == []
     nearest = {os.path.basename(q): os.path.basename(row[0][0]) for q, row in results}
@@ -109,7 +101,7 @@ def test_retrieve_finds_the_near_duplicate(photos, weights_npz):
 def test_main_draws_a_row_per_query(photos, weights_npz, tmp_path, capsys):
     out = tmp_path / 'retrieval.png'
     assert retrieval.main([str(photos / 'other'), '--queries', str(photos / 'zebras' / 'a.png'),
-                           str(photos / 'other' / 'b.png'), '--k', '2', '--weights',
+                           str(photos / 'other' / 'b.png'), '--top-k', '2', '--weights',
                            weights_npz, '--out', str(out)]) == 0
     printed = capsys.readouterr().out
     assert '6 tiles' in printed                                   # 2 queries x (1 + 2)
@@ -123,7 +115,7 @@ def test_main_draws_a_row_per_query(photos, weights_npz, tmp_path, capsys):
 
 
 def test_main_with_random_weights_says_so(photos, tmp_path, capsys):
-    assert retrieval.main([str(photos / 'zebras'), '--weights', 'none', '--k', '1',
+    assert retrieval.main([str(photos / 'zebras'), '--weights', 'none', '--top-k', '1',
                            '--out', str(tmp_path / 'r.png')]) == 0
     assert 'RANDOM WEIGHTS' in capsys.readouterr().out
 
@@ -132,16 +124,23 @@ def test_main_errors(tmp_path, capsys):
     assert retrieval.main([str(tmp_path), '--weights', 'none']) == 2
     assert 'no images in' in capsys.readouterr().err
     assert retrieval.main([str(tmp_path / 'x'), '--weights', 'none']) == 2
-    assert 'no such file or folder' in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert 'x: no such file or folder' in err and 'no images in' in err
     (tmp_path / 'a.png').write_bytes(b'')
     assert retrieval.main([str(tmp_path), '--weights', str(tmp_path / 'w.npz')]) == 2
     assert '--weights none' in capsys.readouterr().err
 
 
+def test_two_query_sets_keep_two_figures():
+    assert retrieval.default_out(None) == os.path.join('logs', 'retrieval.png')
+    assert retrieval.default_out(['images/llama.jpg']) == os.path.join('logs',
+                                                                       'retrieval_llama.png')
+
+
 def test_draw_returns_tile_count(photos, tmp_path):
     a, b = str(photos / 'zebras' / 'a.png'), str(photos / 'other' / 'b.png')
     figure = retrieval.draw([(a, [(b, 1.5), (a, 0.0)]), (b, [(a, 1.5)])],
-                            str(tmp_path / 'grid.png'), alexnet.RANDOM_WEIGHTS)
+                            str(tmp_path / 'grid.png'), inference.RANDOM_WEIGHTS)
     assert figure.tiles == 5
     with Image.open(figure.path) as image:
         assert image.size == figure.size

@@ -18,7 +18,7 @@ def test_json_top5_for_each_image_and_error_for_unreadable(tmp_path, bvlc_npy, c
     broken.write_bytes(b'not a jpeg')
     figure = tmp_path / 'figure.png'
     code = validate.main(PHOTOS + [str(broken), '--weights', str(bvlc_npy), '--json',
-                                   '--figure', str(figure)])
+                                   '--out', str(figure)])
     captured = capsys.readouterr()
     results = json.loads(captured.out)
     assert code == 1
@@ -29,7 +29,7 @@ def test_json_top5_for_each_image_and_error_for_unreadable(tmp_path, bvlc_npy, c
         assert len(probs) == 5 and probs == sorted(probs, reverse=True)
         assert 0 < sum(probs) <= 1.0 + 1e-6
         assert all(entry['name'] == names[entry['index']] for entry in result['top'])
-    assert 'cannot read image' in results[2]['error']
+    assert 'cannot identify image' in results[2]['error']
     assert '1 of 3 images could not be read' in captured.err
     assert figure.stat().st_size > 10000
 
@@ -37,12 +37,13 @@ def test_json_top5_for_each_image_and_error_for_unreadable(tmp_path, bvlc_npy, c
 def test_probabilities_are_the_models_softmax(tmp_path, bvlc_npy, bvlc_layers):
     """The printed top class is the argmax of a NumPy forward pass on the same input."""
     import tensorflow.compat.v1 as tf
-    import datagenerator
+    import image_files
+    import preprocessing
     from test_alexnet import np_alexnet
-    results, _ = validate.classify(PHOTOS[:1], str(bvlc_npy))
+    results = validate.classify(PHOTOS[:1], str(bvlc_npy))
     with tf.Graph().as_default(), tf.Session() as session:
-        image = tf.constant(datagenerator.read_image(PHOTOS[0]))
-        x = session.run(datagenerator.preprocess_for_eval(image))
+        image = tf.constant(image_files.read_image(PHOTOS[0]))
+        x = session.run(preprocessing.preprocess_for_eval(image))
     logits = np_alexnet(x[None].astype(np.float64), bvlc_layers)['fc8'][0]
     prob = np.exp(logits - logits.max())
     prob /= prob.sum()
@@ -69,17 +70,39 @@ def test_default_folder_chinese_names(tmp_path, bvlc_npy, capsys, monkeypatch):
 def test_missing_weights_exit_2_with_instructions(tmp_path, capsys):
     code = validate.main(PHOTOS[:1] + ['--weights', str(tmp_path / 'bvlc_alexnet.npy')])
     err = capsys.readouterr().err
-    assert code == 2
-    assert 'weights/' in err and 'download.py weights' in err and 'guerzhoy' in err
+    assert code == 2 and err.count('\n') == 1
+    assert 'weights/' in err and 'download.py weights' in err and '--weights none' in err
 
 
 def test_random_weights_say_so(tmp_path, capsys):
-    code = validate.main(PHOTOS[:1] + ['--weights', 'none', '--figure', ''])
+    code = validate.main(PHOTOS[:1] + ['--weights', 'none', '--out', ''])
     assert code == 0
     assert 'RANDOM WEIGHTS' in capsys.readouterr().out
 
 
 def test_bad_top_k(capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         validate.parse_args(['--top-k', '0'])
-    assert '--top-k must be at least 1' in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and 'must be at least 1' in err and err.count('\n') == 1
+
+
+def test_no_images(tmp_path, capsys):
+    assert validate.main([str(tmp_path), '--weights', 'none']) == 2
+    assert 'no images to classify' in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not hasattr(os, 'mkfifo'), reason='no FIFOs on this system')
+def test_a_fifo_and_a_huge_image_do_not_stop_the_others(tmp_path, capsys):
+    from PIL import Image
+    os.mkfifo(str(tmp_path / 'pipe.jpg'))
+    Image.new('RGB', (1, 30000)).save(str(tmp_path / 'strip.png'))
+    shutil.copy(PHOTOS[0], str(tmp_path / 'llama.jpg'))
+    code = validate.main([str(tmp_path / 'pipe.jpg'), str(tmp_path / 'strip.png'),
+                          str(tmp_path / 'llama.jpg'), '--weights', 'none', '--out', '', '--json'])
+    captured = capsys.readouterr()
+    results = json.loads(captured.out)
+    assert code == 1
+    assert 'not a regular file' in results[0]['error'] and 'longer than' in results[1]['error']
+    assert len(results[2]['top']) == 5
+    assert '2 of 3 images could not be read' in captured.err

@@ -7,8 +7,8 @@ from PIL import Image
 
 import tensorflow.compat.v1 as tf
 
-import datagenerator
 import figures
+import run_folder
 import visualize
 import weight_files
 
@@ -74,7 +74,7 @@ def test_conv2_panels_one_48_tile_grid_per_filter():
 def test_filters_command_draws_96_tiles_and_logs_tensorboard(tmp_path, weights_npz, capsys):
     out, log_dir = tmp_path / 'filters.png', tmp_path / 'tb'
     assert visualize.main(['filters', '--weights', weights_npz, '--out', str(out),
-                           '--log-dir', str(log_dir)]) == 0
+                           '--tensorboard-dir', str(log_dir)]) == 0
     printed = capsys.readouterr().out
     assert '96 tiles' in printed and 'RANDOM' not in printed
     figure = visualize.draw_filters(weights_npz, str(tmp_path / 'again.png'))
@@ -118,7 +118,7 @@ def test_features_command_draws_maps_beside_image_and_conv2(tmp_path, weights_np
     out, conv2_out = tmp_path / 'features.png', tmp_path / 'conv2.png'
     assert visualize.main(['features', '--image', striped_jpg, '--weights', weights_npz,
                            '--out', str(out), '--conv2-out', str(conv2_out),
-                           '--conv2-filters', '0', '1', '130', '--log-dir',
+                           '--conv2-filters', '0', '1', '130', '--tensorboard-dir',
                            str(tmp_path / 'tb')]) == 0
     printed = capsys.readouterr().out
     assert '96 tiles' in printed and '144 tiles' in printed    # 3 filters x 48 channels
@@ -137,7 +137,8 @@ def test_conv1_activations_are_the_networks_relu_maps(weights_npz, striped_jpg):
     assert conv2.shape == (5, 5, 48, 256)
     # One neuron by hand: window (row 10, column 20) of the BGR-minus-mean crop.
     weights, biases = weight_files.load_weights(weights_npz)['conv1']
-    x = crop[..., ::-1].astype(np.float32) - np.array(datagenerator.IMAGENET_MEAN_BGR, np.float32)
+    x = crop[..., ::-1].astype(np.float32) - np.array([104.00698793, 116.66876762, 122.67891434],
+                                                      np.float32)
     window = x[40:51, 80:91]                                     # stride 4
     expected = max(0.0, float((window[..., None] * weights).sum(axis=(0, 1, 2))[5] + biases[5]))
     # the crop was rounded to uint8 for display, hence the tolerance
@@ -159,10 +160,10 @@ def test_curves_overlay_runs_from_metrics_csv(tmp_path, capsys):
     write_metrics(tmp_path / 'scratch', [(1, 10, 0.7, 0.5, '', '', 0.01, 5.0),
                                          (2, 20, 0.69, 0.52, 0.69, 0.5, 0.01, 9.0)])
     out = tmp_path / 'curves.png'
-    assert visualize.main(['curves', str(tmp_path / 'pretrained'),
+    assert visualize.main(['curves', '--run', str(tmp_path / 'pretrained'),
                            str(tmp_path / 'scratch' / 'metrics.csv'), '--out', str(out)]) == 0
     assert '2 tiles' in capsys.readouterr().out
-    metrics = visualize.read_metrics(str(tmp_path / 'scratch'))
+    metrics = run_folder.read_metrics(str(tmp_path / 'scratch'))
     np.testing.assert_allclose(metrics['epoch'], [1, 2])
     assert np.isnan(metrics['val_loss'][0]) and metrics['val_accuracy'][1] == 0.5
     assert [visualize.run_label(str(tmp_path / r)) for r in ('pretrained', 'scratch/metrics.csv')] \
@@ -172,11 +173,26 @@ def test_curves_overlay_runs_from_metrics_csv(tmp_path, capsys):
 
 
 def test_curves_errors_say_what_to_pass(tmp_path, capsys):
-    assert visualize.main(['curves', str(tmp_path), '--out', str(tmp_path / 'c.png')]) == 2
+    assert visualize.main(['curves', '--run', str(tmp_path), '--out',
+                           str(tmp_path / 'c.png')]) == 2
     assert 'no metrics.csv' in capsys.readouterr().err
     (tmp_path / 'metrics.csv').write_text('epoch,loss\n1,0.5\n')
-    assert visualize.main(['curves', str(tmp_path), '--out', str(tmp_path / 'c.png')]) == 2
+    assert visualize.main(['curves', '--run', str(tmp_path), '--out',
+                           str(tmp_path / 'c.png')]) == 2
     assert 'missing columns train_loss' in capsys.readouterr().err
+
+
+def test_curves_of_a_run_from_random_weights_say_so(tmp_path, monkeypatch):
+    write_metrics(tmp_path / 'scratch', [(1, 10, 0.7, 0.5, 0.7, 0.5, 0.01, 5.0)])
+    (tmp_path / 'scratch' / 'run.json').write_text('{"weights": "none"}')
+    write_metrics(tmp_path / 'pretrained', [(1, 10, 0.6, 0.7, 0.4, 0.8, 0.001, 5.0)])
+    titles = []
+    monkeypatch.setattr(figures, 'save_curves',
+                        lambda metrics, out, title: titles.append(title))
+    visualize.draw_curves([str(tmp_path / 'pretrained'), str(tmp_path / 'scratch')],
+                          str(tmp_path / 'c.png'))
+    assert 'scratch: trained from RANDOM WEIGHTS' in titles[0]
+    assert 'pretrained:' not in titles[0]
 
 
 def test_missing_weights_file_exits_2_with_hint(tmp_path, capsys):
