@@ -1,21 +1,24 @@
-"""Fine-tune AlexNet's last layers on a new task: the course's cats vs dogs.
+"""Fine-tune AlexNet on a new task, the course's cats vs dogs, or train it from scratch.
 
-The pretrained bvlc_alexnet keeps its convolutional layers frozen; the layers in
---train-layers (fc6, fc7, fc8 by default) learn the new classes with the
-paper's recipe (section 5): stochastic gradient descent with momentum 0.9,
-weight decay 0.0005, dropout 0.5 in fc6 and fc7, on augmented crops (section 4.1,
-datagenerator.py).
+The pretrained bvlc_alexnet keeps the layers not in --train-layers frozen; the
+trained ones (fc6, fc7, fc8 by default; `all` for every layer) learn the new
+classes with the paper's recipe (section 5): stochastic gradient descent with
+momentum 0.9, weight decay 0.0005, dropout 0.5 in fc6 and fc7, on augmented
+crops (section 4.1, preprocessing.py).
 
-    python finetune.py --data data/PetImages --epochs 10
-    python finetune.py --data data/PetImages --weights none --run-name scratch
+    python finetune.py --data data/PetImages --run logs/pretrained
+    python finetune.py --data data/PetImages --weights none --run logs/scratch   # all layers
+    python finetune.py --resume --run logs/pretrained --epochs 15
     tensorboard --logdir logs
 
-A run lives in logs/<run-name>/: TensorBoard logs (train/ and validation/ on the
-same charts), checkpoints/ (the last --keep-checkpoints epochs, momentum included,
-for --resume), best/ (the weights of the best validation accuracy),
-metrics.csv, curves.png, split.json, class_names.txt and, at the end,
-weights.npz, which validate_alexnet_on_imagenet.py --weights reads.
-`--resume` continues the last checkpoint; --epochs is the total; Ctrl-C saves.
+A run lives in its folder (run_folder.py lists what it holds): TensorBoard
+logs, checkpoints/ after every epoch (momentum included, for --resume), best/,
+metrics.csv, curves.png, split.json, class_names.txt, run.json (the settings)
+and, at the end, weights.npz for the other scripts. One process writes a run
+at a time. `--resume` continues it exactly: epoch e's order, crops, colour
+noise and dropout masks depend only on (seed, e, step), and a run interrupted
+mid-epoch (Ctrl-C saves) skips what it already trained on, so a resumed run
+ends with the weights an uninterrupted one would have.
 
 Two ways to train, the same model and run folder either way:
 
@@ -23,14 +26,15 @@ Two ways to train, the same model and run folder either way:
   eight layers forward, the trained ones backward;
 * --cache-features: when every trained layer comes after the last frozen one
   (fc6,fc7,fc8 or fc7,fc8 or fc8), the frozen part runs once per image view and
-  its output is kept on disk (feature_cache.py, in <log-dir>/.feature-cache/);
-  every step then runs only the trained head on it. --cache-views picks the
-  views per training image: the paper's ten crops, or N random augmented ones.
+  its output is kept on disk (feature_cache.py); every step then runs only the
+  trained head on it. --cache-views picks the views per training image.
 
 --cache-decoded (naive path) keeps the photos decoded and scaled to 256 on disk
 after the first epoch, for machines where JPEG decoding cannot keep up (GPUs).
 
-    python finetune.py --data data/PetImages --cache-features --epochs 30
+Exit status: 0 trained; 2 bad arguments, data or weights (one line says what to
+do); 3 the loss stopped being finite (lower --learning-rate, then --resume);
+130 interrupted by Ctrl-C (a checkpoint is saved: --resume continues).
 
 Deviations from the paper: only the chosen layers train (fine-tuning, as the
 course does); the learning rate stays constant (the paper divided it by 10 by
@@ -38,9 +42,8 @@ hand when validation error stopped improving).
 """
 from __future__ import annotations
 
-import argparse
-import csv
-import glob
+import collections
+import json
 import math
 import os
 import shutil
@@ -52,17 +55,27 @@ import tensorflow.compat.v1 as tf
 from tqdm import tqdm
 
 import alexnet
-import class_names
+import command_line
 import datagenerator
+import datasets
 import feature_cache
-import visualize
+import figures
+import inference
+import preprocessing
+import run_folder
 import weight_files
+from image_files import display_path
 
-METRICS_COLUMNS = ('epoch', 'step', 'train_loss', 'train_accuracy', 'val_loss',
-                   'val_accuracy', 'learning_rate', 'seconds')
-EXIT_INTERRUPTED = 130
-EXIT_DIVERGED = 3
-SMALL_DATASET = 100     # fewer photos than this: say it is a smoke run, not a classifier
+SMALL_DATASET = 100       # fewer photos than this: say it is a smoke run, not a classifier
+FROM_SCRATCH_NOTE = 'started from RANDOM WEIGHTS (--weights none), no pretraining'
+MAX_SEED = 2 ** 31 - 1
+# Bytes of activations, their gradients and the input per image and trained step:
+# measured peak RSS of batch-128 training (bench.py) is about 10 MB per image.
+BYTES_PER_TRAINING_IMAGE = 12 * 2 ** 20
+
+# The knobs of section 5, as one record.
+Recipe = collections.namedtuple(
+    'Recipe', 'learning_rate momentum weight_decay keep_prob batch_size')
 
 
 class RunError(Exception):
@@ -72,10 +85,13 @@ class RunError(Exception):
 # --- The graph, in the Mechanics 101 steps: inference, loss, training, evaluation ---
 
 def loss_fn(logits, labels, weight_decay, decayed_weights):
-    """Mean cross-entropy plus L2 weight decay on the trained weights (not biases).
+    """Mean cross-entropy plus L2 weight decay on the given weights.
 
     The paper's update subtracts 0.0005 * lr * w each step: that is the gradient
     of weight_decay * sum(w^2) / 2, i.e. weight_decay * tf.nn.l2_loss(w).
+
+    Returns:
+      (cross-entropy, total loss), scalars.
     """
     cross_entropy = tf.reduce_mean(
         tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
@@ -95,86 +111,104 @@ def evaluation(logits, labels):
     return tf.reduce_sum(tf.cast(tf.nn.in_top_k(logits, labels, 1), tf.int32))
 
 
-class Graph(object):
-    """Everything finetune builds: the model fed by a switchable input, and its ops."""
+class Trainer(object):
+    """The training graph: the model fed by one epoch of input at a time, and its ops.
 
-    def __init__(self, train_items, val_items, num_classes, train_layers, skip_layer,
-                 weights_path, settings, seed, start_epoch, cache_from=None,
-                 cache_views=feature_cache.TEN_CROPS):
+    Built once per run; every name scope reads like a part of the paper, so
+    that TensorBoard's graph shows input -> conv1..fc8 -> loss -> train.
+    """
+
+    def __init__(self, train_items, val_items, num_classes, recipe, train_layers,
+                 skip_layer, weights_path, seed, cache_from=None,
+                 cache_views=feature_cache.TEN_CROPS, decoded_cache=None):
         """cache_from: None for the naive path, else the first trained layer (fc6,
         fc7 or fc8), whose input comes from cached features (feature_cache.py)."""
         tf.set_random_seed(seed)
         self.cache = None
-        if cache_from is None:
-            # Naive path: batches of decoded, augmented photos [N, 227, 227, 3].
-            # repeat(): each pass over the data reshuffles; `epoch` moves the shuffle
-            # on, so a resumed run does not replay the first epochs' order.
-            # --cache-decoded: photos decoded and scaled once, read from disk afterwards.
-            decoded = settings.get('decoded_cache')
-            train_data = datagenerator.make_dataset(train_items, settings['batch_size'],
-                                                    training=True, seed=seed,
-                                                    epoch=start_epoch,
-                                                    decoded_cache=decoded).repeat()
-            val_data = (datagenerator.make_dataset(val_items, settings['batch_size'],
-                                                   training=False, decoded_cache=decoded)
-                        if val_items else None)
-        else:
-            # Cached path: batches of the frozen part's output [N, D], one view per image.
-            self.cache = feature_cache.FeatureCache(train_items, val_items, cache_from,
-                                                    cache_views, settings['batch_size'],
-                                                    seed, start_epoch)
-            train_data = self.cache.train_data.repeat()
-            val_data = self.cache.val_data
-        # One input, two sources: a string handle picks the training stream or
-        # the validation pass (the TF 1.x "feedable iterator").
-        self.handle = tf.placeholder(tf.string, [], name='input_handle')
-        iterator = tf.data.Iterator.from_string_handle(
-            self.handle, tf.data.get_output_types(train_data),
-            tf.data.get_output_shapes(train_data))
-        inputs, labels = iterator.get_next()          # images or features, labels [N]
-        self.train_iterator = tf.data.make_initializable_iterator(train_data)
-        self.val_iterator = None
-        if val_data is not None:
-            self.val_iterator = tf.data.make_initializable_iterator(val_data)
+        self.train_layers = list(train_layers)
+        with tf.name_scope('input'):
+            # Which epoch to read, and how many of its photos a resumed run skips.
+            self.epoch_to_read = tf.placeholder(tf.int64, [], name='epoch')
+            self.skip = tf.placeholder_with_default(tf.constant(0, tf.int64), [], name='skip')
+            if cache_from is None:
+                # Naive path: batches of decoded, augmented photos [N, 227, 227, 3].
+                train_data = datagenerator.make_dataset(
+                    train_items, recipe.batch_size, training=True, seed=seed,
+                    epoch=self.epoch_to_read, skip=self.skip, decoded_cache=decoded_cache)
+                val_data = (datagenerator.make_dataset(val_items, recipe.batch_size,
+                                                       training=False,
+                                                       decoded_cache=decoded_cache)
+                            if val_items else None)
+            else:
+                # Cached path: batches of the frozen part's output [N, D], one view per image.
+                self.cache = feature_cache.FeatureCache(
+                    train_items, val_items, cache_from, cache_views, recipe.batch_size, seed,
+                    self.epoch_to_read, self.skip)
+                train_data, val_data = self.cache.train_data, self.cache.val_data
+            # One input, two sources: a string handle picks the training epoch or
+            # the validation pass (the TF 1.x "feedable iterator").
+            self.handle = tf.placeholder(tf.string, [], name='input_handle')
+            iterator = tf.data.Iterator.from_string_handle(
+                self.handle, tf.data.get_output_types(train_data),
+                tf.data.get_output_shapes(train_data))
+            inputs, labels = iterator.get_next()     # images or features, labels [N]
+            self.train_iterator = tf.data.make_initializable_iterator(train_data)
+            self.val_iterator = (tf.data.make_initializable_iterator(val_data)
+                                 if val_data is not None else None)
 
         self.keep_prob = tf.placeholder_with_default(1.0, [], name='keep_prob')
-        if self.cache is None:
-            # Naive: all eight layers run at every step.
-            self.model = alexnet.AlexNet(inputs, self.keep_prob, num_classes, skip_layer,
-                                         weights_path)
-            logits = self.model.fc8
-        else:
-            # Cached: the full model still holds every variable (loaded, checkpointed
-            # and exported as in the naive path) and computes the cache from the
-            # views; each step runs only the head, on the same variables.
-            self.model = alexnet.AlexNet(self.cache.images, self.keep_prob, num_classes,
-                                         skip_layer, weights_path)
-            logits = self.model.head(inputs, cache_from)
+        # Dropout masks are a function of (seed, step): fed every training step.
+        self.dropout_key = tf.placeholder_with_default(
+            tf.constant([seed, 0], tf.int64), [2], name='dropout_key')
+        images = self.cache.images if self.cache else inputs
+        self.model = alexnet.AlexNet(images, self.keep_prob, num_classes, skip_layer,
+                                     weights_path, dropout_seed=self.dropout_key)
+        # Naive: all eight layers run at every step. Cached: the full model holds
+        # every variable (loaded, checkpointed and exported as in the naive path) and
+        # computes the cache from the views; each step runs only the head.
+        logits = self.model.head(inputs, cache_from) if self.cache else self.model.fc8
         trained = self.model.variables(train_layers)
-        decayed = [v for v in trained if v.op.name.endswith('/weights')]
-        self.cross_entropy, self.loss = loss_fn(logits, labels,
-                                                settings['weight_decay'], decayed)
-        self.correct = evaluation(logits, labels)
-        self.batch = tf.shape(labels)[0]
+        with tf.name_scope('loss'):
+            self.cross_entropy, self.loss = loss_fn(
+                logits, labels, recipe.weight_decay, self.model.variables(train_layers, biases=False))
+        with tf.name_scope('evaluation'):
+            self.correct = evaluation(logits, labels)
+            self.batch = tf.shape(labels)[0]
         self.global_step = tf.train.get_or_create_global_step()
-        # Epochs finished: saved with the checkpoints so --resume knows where it is.
-        self.epoch = tf.get_variable('epoch', [], tf.int64, tf.zeros_initializer(),
-                                     trainable=False)
-        self.next_epoch = tf.assign_add(self.epoch, 1)
-        self.learning_rate = tf.constant(settings['learning_rate'], tf.float32, name='lr')
-        self.train_op, gradients = training(self.loss, trained, self.learning_rate,
-                                            settings['momentum'], self.global_step)
+        with tf.name_scope('train'):
+            self.learning_rate = tf.constant(recipe.learning_rate, tf.float32, name='lr')
+            self.train_op, gradients = training(self.loss, trained, self.learning_rate,
+                                                recipe.momentum, self.global_step)
+        self._epoch_state()
+        # Not in a name scope: the tags (batch/loss, fc6/weights/value, ...) read as they are.
         self.summaries = self._summaries(None if self.cache else inputs, gradients)
         self.init = tf.global_variables_initializer()
         # Checkpoints hold every variable, momentum included, so a resume is exact;
         # best/ holds what evaluation and export need: the weights, step and epoch.
-        self.saver = tf.train.Saver(max_to_keep=settings['keep_checkpoints'])
+        # Relative paths in the `checkpoint` index: the run folder can move.
+        self.saver = tf.train.Saver(max_to_keep=None, save_relative_paths=True)
         self.best_saver = tf.train.Saver(self.model.variables() + [self.global_step, self.epoch],
-                                         max_to_keep=1)
+                                         max_to_keep=1, save_relative_paths=True)
+
+    def _epoch_state(self):
+        """Where the run is, saved in every checkpoint: finished epochs, and the sums
+        of the epoch in progress (a run interrupted mid-epoch resumes from them)."""
+        with tf.variable_scope('epoch_state'):
+            self.epoch = tf.get_variable('epoch', [], tf.int64, tf.zeros_initializer(),
+                                         trainable=False)
+            self.state = collections.OrderedDict(
+                (name, tf.get_variable(name, [], dtype, tf.zeros_initializer(), trainable=False))
+                for name, dtype in (('seen', tf.int64), ('steps', tf.int64),
+                                    ('loss_sum', tf.float64), ('correct', tf.int64)))
+            self.state_values = {name: tf.placeholder(v.dtype.base_dtype, [])
+                                 for name, v in self.state.items()}
+            self.set_state = tf.group(*[tf.assign(v, self.state_values[name])
+                                        for name, v in self.state.items()])
+            self.next_epoch = tf.assign_add(self.epoch, 1)
 
     def disk_needed(self, keep_checkpoints):
         """Bytes a whole run writes at most: the kept checkpoints plus the one being
-        written (tf.train.Saver deletes the oldest after), best/ and weights.npz."""
+        written (older ones are deleted after), best/ and weights.npz."""
         def size(variables):
             return sum(v.shape.num_elements() * v.dtype.base_dtype.size for v in variables)
         weights = size(self.model.variables())
@@ -182,60 +216,86 @@ class Graph(object):
 
     def _summaries(self, images, gradients):
         accuracy = tf.cast(self.correct, tf.float32) / tf.cast(self.batch, tf.float32)
-        summaries = [tf.summary.scalar('loss', self.cross_entropy),
-                     tf.summary.scalar('accuracy', accuracy),
+        summaries = [tf.summary.scalar('batch/loss', self.cross_entropy),
+                     tf.summary.scalar('batch/accuracy', accuracy),
                      tf.summary.scalar('learning_rate', self.learning_rate)]
         for gradient, variable in gradients:
             summaries.append(tf.summary.histogram(variable.op.name + '/value', variable))
             summaries.append(tf.summary.histogram(variable.op.name + '/gradient', gradient))
         if images is not None:
             # The network's input as a person sees it: de-normalised RGB.
-            shown = tf.numpy_function(datagenerator.model_input_to_rgb, [images[:3]], tf.uint8)
-            shown.set_shape([None, 227, 227, 3])
+            shown = tf.numpy_function(preprocessing.model_input_to_rgb, [images[:3]], tf.uint8)
+            shown.set_shape([None, preprocessing.IMAGE_SIZE, preprocessing.IMAGE_SIZE, 3])
             summaries.append(tf.summary.image('input', shown, max_outputs=3))
         return tf.summary.merge(summaries)
 
 
 # --- Running it -------------------------------------------------------------
 
-def train_epoch(session, graph, handle, steps, keep_prob, writer, summary_every, progress):
-    """Runs `steps` training steps; returns (mean loss, accuracy) over them."""
-    total_loss, correct, seen = 0.0, 0, 0
+EpochSums = collections.namedtuple('EpochSums', 'seen steps loss_sum correct')
+
+
+class Interrupted(Exception):
+    """Ctrl-C during an epoch; `sums` holds what the epoch had trained on."""
+
+    def __init__(self, sums):
+        super(Interrupted, self).__init__('interrupted')
+        self.sums = sums
+
+
+def train_epoch(session, trainer, handle, steps, keep_prob, seed, sums, writer, summary_every,
+                progress):
+    """Runs up to `steps` training steps of the current epoch, adding to `sums`.
+
+    Returns the new EpochSums. Raises FloatingPointError when the loss is not
+    finite, Interrupted on Ctrl-C.
+    """
     bar = tqdm(range(steps), disable=not progress, unit='batch', leave=False)
-    fetches = [graph.train_op, graph.cross_entropy, graph.correct, graph.batch]
-    step = session.run(graph.global_step)      # counted here from now on: one run per step
-    for _ in bar:
-        summarise = step % summary_every == 0
-        # The summaries come from the same run as the training step.
-        try:
-            results = session.run(fetches + ([graph.summaries] if summarise else []),
-                                  {graph.handle: handle, graph.keep_prob: keep_prob})
-        except tf.errors.InvalidArgumentError as err:
-            if 'Nan in summary' in err.message:    # a histogram met the diverged weights
-                raise FloatingPointError('nan')
-            raise
-        _, loss, batch_correct, batch = results[:4]
-        if not math.isfinite(loss):
-            raise FloatingPointError(loss)
-        if summarise:
-            writer.add_summary(results[4], step)
-        step += 1
-        total_loss += loss * batch
-        correct += batch_correct
-        seen += batch
-        bar.set_postfix(loss='%.4f' % (total_loss / seen), acc='%.3f' % (correct / seen))
-    return total_loss / seen, correct / seen
+    fetches = [trainer.train_op, trainer.cross_entropy, trainer.correct, trainer.batch]
+    step = session.run(trainer.global_step)     # counted here from now on: one run per step
+    try:
+        for index in bar:
+            last = index == steps - 1
+            summarise = step % summary_every == 0 or last
+            feed = {trainer.handle: handle, trainer.keep_prob: keep_prob,
+                    trainer.dropout_key: [seed, step]}
+            try:
+                # The summaries come from the same run as the training step.
+                results = session.run(fetches + ([trainer.summaries] if summarise else []), feed)
+            except tf.errors.OutOfRangeError:      # photos that stopped decoding: epoch ends
+                break
+            except tf.errors.InvalidArgumentError as err:
+                if 'Nan in summary' in err.message:    # a histogram met the diverged weights
+                    raise FloatingPointError('nan')
+                raise
+            _, loss, batch_correct, batch = results[:4]
+            if not math.isfinite(loss):
+                raise FloatingPointError(loss)
+            if summarise:
+                writer.add_summary(results[4], step + 1)
+            step += 1
+            sums = EpochSums(sums.seen + int(batch), sums.steps + 1,
+                             sums.loss_sum + float(loss) * int(batch),
+                             sums.correct + int(batch_correct))
+            bar.set_postfix(loss='%.4f' % (sums.loss_sum / sums.seen),
+                            acc='%.3f' % (sums.correct / sums.seen))
+    except KeyboardInterrupt:
+        # A step either ran whole or not at all: sums match the variables.
+        raise Interrupted(sums) from None
+    finally:
+        bar.close()
+    return sums
 
 
-def validate(session, graph):
+def validate(session, trainer):
     """(mean loss, accuracy) over the whole validation split, dropout off."""
-    session.run(graph.val_iterator.initializer)
-    handle = session.run(graph.val_iterator.string_handle())
+    session.run(trainer.val_iterator.initializer)
+    handle = session.run(trainer.val_iterator.string_handle())
     total_loss, correct, seen = 0.0, 0, 0
     while True:
         try:
             loss, batch_correct, batch = session.run(
-                [graph.cross_entropy, graph.correct, graph.batch], {graph.handle: handle})
+                [trainer.cross_entropy, trainer.correct, trainer.batch], {trainer.handle: handle})
         except tf.errors.OutOfRangeError:
             break
         total_loss += loss * batch
@@ -251,109 +311,116 @@ def write_scalars(writer, step, values):
     writer.flush()
 
 
-def append_metrics(path, row):
-    new = not os.path.exists(path)
-    with open(path, 'a', newline='', encoding='utf-8') as f:
-        writer = csv.DictWriter(f, METRICS_COLUMNS)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-
-
-def best_accuracy(metrics_path):
-    """The best validation accuracy recorded so far (for --resume), or -1."""
-    if not os.path.exists(metrics_path):
-        return -1.0
-    with open(metrics_path, newline='', encoding='utf-8') as f:
-        values = [float(row['val_accuracy']) for row in csv.DictReader(f)
-                  if row.get('val_accuracy')]
-    return max(values, default=-1.0)
-
-
-def save_checkpoint(session, saver, folder, step):
-    """Saves a checkpoint; a failed save (a full disk) leaves no partial file behind."""
+def save_checkpoint(session, saver, folder, step, keep=None):
+    """Saves a checkpoint, then deletes all but the newest `keep`; a failed save
+    (a full disk) leaves no partial file behind and keeps the earlier ones."""
     try:
         os.makedirs(folder, exist_ok=True)
-        return saver.save(session, os.path.join(folder, 'model.ckpt'), global_step=step)
+        path = saver.save(session, os.path.join(folder, run_folder.CHECKPOINT_NAME),
+                          global_step=step)
     except (tf.errors.OpError, OSError) as err:
-        for partial in glob.glob(os.path.join(folder, '*.tempstate*')):
-            os.remove(partial)
+        for partial in os.listdir(folder) if os.path.isdir(folder) else ():
+            if '.tempstate' in partial:
+                os.remove(os.path.join(folder, partial))
         raise RunError('could not save the checkpoint of step %d in %s (%s); the earlier '
                        'checkpoints are kept: free some disk space or lower --keep-checkpoints, '
-                       'then continue with --resume' % (step, folder, failure_reason(err)))
+                       'then continue with --resume' % (step, display_path(folder),
+                                                        failure_reason(err)))
+    if keep:
+        # Found by their files (not the saver's memory), so resumed runs count too.
+        for old in run_folder.checkpoint_prefixes(folder)[keep:]:
+            for part in os.listdir(folder):
+                if part.startswith(os.path.basename(old) + '.'):
+                    os.remove(os.path.join(folder, part))
+    return path
 
 
 def failure_reason(err):
-    """One line saying why a write failed (TensorFlow's messages run to many lines)."""
+    """One line saying why a write failed."""
     text = getattr(err, 'message', None) or str(err)
     if 'No space left on device' in text:
         return 'no space left on the disk'
-    return text.strip().splitlines()[-1] if text.strip() else type(err).__name__
+    return command_line.one_line(err)
 
 
-def check_disk_space(graph, run_dir, keep_checkpoints):
+def check_disk_space(trainer, run_dir, keep_checkpoints):
     """Warns up front when the run's checkpoints will not fit on the disk."""
-    needed = graph.disk_needed(keep_checkpoints)
+    needed = trainer.disk_needed(keep_checkpoints)
     free = shutil.disk_usage(run_dir).free
+    print('disk: this run writes up to %.0f MB (%d checkpoints, best/ and weights.npz); '
+          '%.0f MB are free' % (needed / 2 ** 20, keep_checkpoints, free / 2 ** 20))
     if free < needed:
         print('warning: %s has %.0f MB free, and this run writes up to %.0f MB of checkpoints '
               'and weights; free some space, lower --keep-checkpoints (now %d) or pick another '
-              '--log-dir' % (run_dir, free / 2 ** 20, needed / 2 ** 20, keep_checkpoints),
-              file=sys.stderr)
+              '--run' % (display_path(run_dir), free / 2 ** 20, needed / 2 ** 20,
+                         keep_checkpoints), file=sys.stderr)
+
+
+def non_finite_layers(session, model, layer_names):
+    """The trained layers whose weights or biases hold NaN or infinity."""
+    values = model.read_weights(session, layer_names)
+    return [name for name in layer_names
+            if not all(np.all(np.isfinite(array)) for array in values[name])]
 
 
 # --- Setting up a run ---------------------------------------------------------
 
-def resolve_run(log_dir, run_name, resume):
-    """The run folder: a new one, or for --resume the named or the latest one."""
-    if run_name is None and resume:
-        runs = [os.path.join(log_dir, name) for name in os.listdir(log_dir)
-                if alexnet.checkpoint_of(os.path.join(log_dir, name))] if os.path.isdir(log_dir) else []
-        if not runs:
-            raise RunError('nothing to resume: no run with checkpoints in %s' % log_dir)
-        return max(runs, key=os.path.getmtime)
-    run_dir = os.path.join(log_dir, run_name or time.strftime('%Y%m%d-%H%M%S'))
-    if resume and not alexnet.checkpoint_of(run_dir):
-        raise RunError('nothing to resume in %s: it has no checkpoints/; drop --resume to '
-                       'start it' % run_dir)
-    if not resume and os.path.exists(os.path.join(run_dir, 'metrics.csv')):
-        raise RunError('%s already holds a run; pass --resume to continue it or another '
-                       '--run-name' % run_dir)
-    return run_dir
+def resolve_run(run, resume, log_dir='logs'):
+    """The run folder: a new one, or for --resume the given or the latest one."""
+    if run is None and resume:
+        latest = run_folder.latest_run(log_dir)
+        if latest is None:
+            raise RunError('nothing to resume: no run with checkpoints in %s; pass --run'
+                           % log_dir)
+        return latest
+    run = run or os.path.join(log_dir, time.strftime('%Y%m%d-%H%M%S'))
+    has_checkpoints = bool(run_folder.checkpoint_prefixes(
+        os.path.join(run, run_folder.CHECKPOINTS_DIR)))
+    if resume and not has_checkpoints:
+        raise RunError('nothing to resume in %s: it has no checkpoints; drop --resume to '
+                       'start it' % display_path(run))
+    if not resume and os.path.isdir(run) and set(os.listdir(run)) - {run_folder.LOCK_FILE}:
+        raise RunError('%s already holds a run%s; pass --resume to continue it, or choose '
+                       'another --run' % (display_path(run), '' if has_checkpoints else
+                                          ' (it never finished an epoch: delete it to start '
+                                          'over)'))
+    return run
 
 
 def prepare_data(data, run_dir, val_fraction, seed, progress):
     """The run's split (reused on --resume), with unreadable files left out."""
-    split_path = os.path.join(run_dir, 'split.json')
+    split_path = os.path.join(run_dir, run_folder.SPLIT_FILE)
     if os.path.exists(split_path):
-        train, val, names = datagenerator.read_split(split_path)
+        train, val, names = datasets.read_split(split_path)
     else:
-        items, names = datagenerator.find_dataset(data)
-        train, val = datagenerator.split_dataset(items, val_fraction, seed)
+        found = datasets.find_dataset(data)
+        if found.skipped:
+            print('%d files or folders left out of %s:' % (len(found.skipped), display_path(data)))
+            datasets.report_skipped(found.skipped)
+        names = found.class_names
+        train, val = datasets.split_dataset(found.items, val_fraction, seed)
     cache_dir = os.path.join(os.path.dirname(os.path.abspath(run_dir)), '.scan-cache')
-    good, bad = datagenerator.scan_images(train + val, cache_dir=cache_dir, progress=progress,
-                                          report=True)
+    good, bad = datasets.scan_images(train + val, cache_dir=cache_dir, progress=progress,
+                                     report=True)
     good = set(good)
     train = [item for item in train if item in good]
     val = [item for item in val if item in good]
     if not train:
-        raise RunError('no readable training images in %s' % data)
-    os.makedirs(run_dir, exist_ok=True)
-    datagenerator.write_split(split_path, train, val, names)
+        raise RunError('no readable training images in %s' % display_path(data))
+    datasets.write_split(split_path, train, val, names)
     if bad:
-        with open(os.path.join(run_dir, 'bad_files.txt'), 'w', encoding='utf-8') as f:
-            f.writelines('%s\t%s\n' % entry for entry in bad)
-    class_names.write_run_class_names(run_dir, names)
+        run_folder.write_bad_files(run_dir, bad)
+    run_folder.write_class_names(run_dir, names)
     return train, val, names
 
 
 def layers_to_load(weights, train_layers, num_classes):
     """skip_layer for the pretrained file: a trained layer whose shape cannot fit it."""
-    if weights == alexnet.RANDOM_WEIGHTS:
+    if weights == inference.RANDOM_WEIGHTS:
         return list(alexnet.LAYER_NAMES)
     if not os.path.isfile(weights):
         raise RunError('no pretrained weights at %s: %s; or pass --weights none to train '
-                       'from scratch' % (weights, weight_files.GET_WEIGHTS_HINT))
+                       'from scratch' % (display_path(weights), weight_files.GET_WEIGHTS_HINT))
     file_layers = weight_files.load_weights(weights)
     expected = alexnet.expected_weight_shapes(num_classes)
     skip = []
@@ -364,48 +431,64 @@ def layers_to_load(weights, train_layers, num_classes):
     return skip
 
 
+# --- The command line -------------------------------------------------------------
+
+def parse_train_layers(text):
+    if text.strip() == 'all':
+        return list(alexnet.LAYER_NAMES)
+    names = [name.strip() for name in text.split(',') if name.strip()]
+    unknown = [name for name in names if name not in alexnet.LAYER_NAMES]
+    if unknown or not names:
+        raise ValueError('unknown layer %s; give a comma list of %s, or all'
+                         % (', '.join(unknown) or "''", ','.join(alexnet.LAYER_NAMES)))
+    return [name for name in alexnet.LAYER_NAMES if name in names]
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description="Fine-tune AlexNet's last layers on a folder of labelled photos.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = command_line.ArgumentParser(
+        description="Fine-tune AlexNet's last layers (or train all of them) on a folder of "
+                    'labelled photos.')
     parser.add_argument('--data', default='data/PetImages',
                         help='a folder (one sub-folder per class, or Kaggle\'s cat.1.jpg '
                              'names) or a text list of "path label" lines')
+    parser.add_argument('--run', default=None,
+                        help='the run folder (default: logs/<date-time>; with --resume: the '
+                             'latest run in logs/)')
+    parser.add_argument('--resume', action='store_true',
+                        help='continue the run from its newest checkpoint')
     parser.add_argument('--val-fraction', type=float, default=0.1,
                         help='share of each class held out for validation')
-    parser.add_argument('--weights', default=alexnet.DEFAULT_WEIGHTS_PATH,
-                        help="pretrained .npy/.npz; 'none' trains from random weights")
-    parser.add_argument('--train-layers', default='fc6,fc7,fc8',
-                        help='comma list of the layers that learn; the rest stay frozen')
-    parser.add_argument('--epochs', type=int, default=10, help='total epochs of the run')
-    parser.add_argument('--batch-size', type=int, default=128)
+    command_line.add_weights(parser, alexnet.DEFAULT_WEIGHTS_PATH,
+                             "the pretrained weights ('none': all layers start random)")
+    parser.add_argument('--train-layers', default=None,
+                        help='comma list of the layers that learn, or all; the rest stay '
+                             'frozen (default: fc6,fc7,fc8; all with --weights none)')
+    parser.add_argument('--epochs', type=command_line.positive_int, default=10,
+                        help='total epochs of the run')
+    command_line.add_batch_size(parser, 128, 'images per training step')
     parser.add_argument('--learning-rate', type=float, default=0.01)
     parser.add_argument('--momentum', type=float, default=0.9)
     parser.add_argument('--weight-decay', type=float, default=0.0005)
     parser.add_argument('--keep-prob', type=float, default=0.5,
                         help='dropout keep probability while training (1.0 when evaluating)')
-    parser.add_argument('--log-dir', default='logs', help='where run folders go')
-    parser.add_argument('--run-name', default=None,
-                        help='the run folder under --log-dir (default: the date and time)')
-    parser.add_argument('--max-steps', type=int, default=None,
+    parser.add_argument('--max-steps', type=command_line.positive_int, default=None,
                         help='stop each epoch after this many steps (smoke tests)')
-    parser.add_argument('--summary-every', type=int, default=10,
-                        help='write training summaries every this many steps')
-    parser.add_argument('--keep-checkpoints', type=int, default=2,
+    parser.add_argument('--summary-every', type=command_line.positive_int, default=10,
+                        help='write per-step summaries every this many steps (and at the end '
+                             'of each epoch)')
+    parser.add_argument('--keep-checkpoints', type=command_line.positive_int, default=2,
                         help='epoch checkpoints kept for --resume (each holds every variable '
                              'and the momentum: about 460 MB when training fc6-fc8)')
-    parser.add_argument('--resume', action='store_true',
-                        help='continue the last checkpoint of --run-name (default: latest run)')
-    parser.add_argument('--seed', type=int, default=0, help='for the split, shuffling, init')
-    parser.add_argument('--no-progress', action='store_true', help='no progress bars')
+    command_line.add_seed(parser, 'for the split, the order, the crops, dropout, new layers')
+    command_line.add_progress(parser)
     parser.add_argument('--cache-features', action='store_true',
                         help='run the frozen layers once per image view, keep their output on '
-                             'disk (<log-dir>/.feature-cache) and train only the head on it; '
+                             'disk (<logs>/.feature-cache) and train only the head on it; '
                              'needs every trained layer after the last frozen one (e.g. '
                              'fc6,fc7,fc8 or fc7,fc8), else trains the naive way')
     parser.add_argument('--cache-decoded', action='store_true',
                         help='keep the photos decoded and scaled to 256 in '
-                             '<log-dir>/.decoded-cache after the first epoch, so later epochs '
+                             '<logs>/.decoded-cache after the first epoch, so later epochs '
                              'skip JPEG decoding (about 0.25 MB a photo; shuffles within a '
                              'window of %d photos)' % datagenerator.DECODED_SHUFFLE_IMAGES)
     parser.add_argument('--cache-views', default=feature_cache.TEN_CROPS,
@@ -414,181 +497,276 @@ def parse_args(argv=None):
                              "number N of random augmented crops; one is drawn per epoch"
                              % feature_cache.TEN_CROPS)
     args = parser.parse_args(argv)
-    args.train_layers = [name.strip() for name in args.train_layers.split(',') if name.strip()]
-    unknown = [name for name in args.train_layers if name not in alexnet.LAYER_NAMES]
-    if unknown or not args.train_layers:
-        parser.error('--train-layers: unknown %s; choose from %s'
-                     % (', '.join(unknown) or 'nothing', ','.join(alexnet.LAYER_NAMES)))
-    for name in ('epochs', 'batch_size', 'keep_checkpoints'):
-        if getattr(args, name) < 1:
-            parser.error('--%s must be at least 1' % name.replace('_', '-'))
-    if not 0 < args.keep_prob <= 1:
-        parser.error('--keep-prob must be in (0, 1]')
     try:
+        args.train_layers = parse_train_layers(
+            args.train_layers or ('all' if args.weights == inference.RANDOM_WEIGHTS
+                                  else 'fc6,fc7,fc8'))
         args.cache_views = feature_cache.parse_views(args.cache_views)
     except ValueError as err:
-        parser.error('--cache-views: %s' % err)
+        parser.error(str(err))
+    problem = recipe_problem(args)
+    if problem:
+        parser.error(problem)
     return args
+
+
+def recipe_problem(args):
+    """What is wrong with the numbers of a run's settings, or None."""
+    if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
+        return '--learning-rate must be a number above 0, not %s' % args.learning_rate
+    if not (math.isfinite(args.momentum) and 0 <= args.momentum < 1):
+        return '--momentum must be in [0, 1), not %s' % args.momentum
+    if not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
+        return '--weight-decay must be a number of at least 0, not %s' % args.weight_decay
+    if not (math.isfinite(args.keep_prob) and 0 < args.keep_prob <= 1):
+        return '--keep-prob must be in (0, 1], not %s' % args.keep_prob
+    if not (math.isfinite(args.val_fraction) and 0 <= args.val_fraction < 1):
+        return '--val-fraction must be in [0, 1), not %s' % args.val_fraction
+    if not 0 <= args.seed <= MAX_SEED:
+        return '--seed must be in 0..%d, not %d' % (MAX_SEED, args.seed)
+    return None
+
+
+def check_batch_size(batch_size, cached):
+    """Refuses a batch whose activations cannot fit in this machine's memory."""
+    if cached:
+        return
+    try:
+        total = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    except (ValueError, OSError, AttributeError):    # not on this system: no check
+        return
+    fits = max(1, int(0.8 * total // BYTES_PER_TRAINING_IMAGE))
+    if batch_size > fits:
+        raise RunError('--batch-size %d needs about %.0f GB for AlexNet\'s activations and '
+                       'gradients, and this machine has %.0f GB: use at most %d'
+                       % (batch_size, batch_size * BYTES_PER_TRAINING_IMAGE / 2 ** 30,
+                          total / 2 ** 30, fits))
 
 
 def main(argv=None):
     args = parse_args(argv)
     tf.logging.set_verbosity(tf.logging.ERROR)
     tf.disable_v2_behavior()
-    try:
-        return run(args)
-    except (RunError, datagenerator.DatasetError, weight_files.WeightFileError) as err:
-        print('error: %s' % err, file=sys.stderr)
-        return 2
+    return command_line.run_main(
+        lambda: run(args), errors=(RunError, datasets.DatasetError, weight_files.WeightFileError,
+                                   run_folder.RunFolderError))
 
 
 def run(args):
     progress = not args.no_progress
-    run_dir = resolve_run(args.log_dir, args.run_name, args.resume)
+    run_dir = resolve_run(args.run, args.resume)
+    created = not os.path.exists(run_dir)
+    lock = run_folder.WriterLock(run_dir)
+    lock.acquire()
+    started_training = []
+    try:
+        return train_run(args, run_dir, progress, started_training)
+    except (RunError, datasets.DatasetError, weight_files.WeightFileError,
+            run_folder.RunFolderError, datagenerator.EmptyDatasetError):
+        if created and not started_training:
+            # A run that could not start leaves nothing behind to block its name.
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    finally:
+        lock.release()
+
+
+def train_run(args, run_dir, progress, started_training):
+    settings = run_folder.read_settings(run_dir) if args.resume else {}
+    if args.resume and settings:
+        for name in ('train_layers', 'weights', 'seed'):
+            if name in settings and settings[name] != getattr(args, name):
+                print('note: this run was started with --%s %s; resuming with that'
+                      % (name.replace('_', '-'), settings[name] if name != 'train_layers'
+                         else ','.join(settings[name])))
+                setattr(args, name, settings[name])
     train, val, names = prepare_data(args.data, run_dir, args.val_fraction, args.seed, progress)
     skip_layer = layers_to_load(args.weights, args.train_layers, len(names))
-    steps_per_epoch = int(math.ceil(len(train) / args.batch_size))
-    if args.max_steps:
-        steps_per_epoch = min(steps_per_epoch, args.max_steps)
-    checkpoint = alexnet.checkpoint_of(run_dir) if args.resume else None
-    start_epoch = int(tf.train.load_variable(checkpoint, 'epoch')) if checkpoint else 0
-    if start_epoch >= args.epochs:
-        print('%s has already trained %d epochs; ask for more with --epochs' % (run_dir, start_epoch))
-        return 0
-
-    print('run %s: %d classes (%s), %d training and %d validation images'
-          % (run_dir, len(names), ', '.join(names), len(train), len(val)))
-    if len(train) + len(val) < SMALL_DATASET:
-        print('note: %d photos only test that the pipeline runs end to end; they cannot '
-              'train a classifier. For the real cats vs dogs (25,000 photos): '
-              '`python download.py petimages`, then --data data/PetImages'
-              % (len(train) + len(val)))
-    if args.weights == alexnet.RANDOM_WEIGHTS:
-        print('no pretrained weights (--weights none): every layer starts random and only %s '
-              'train; for the pretrained ones: `python download.py weights`'
-              % ','.join(args.train_layers))
-    else:
-        print('pretrained weights from %s; training %s (new: %s), frozen: %s'
-              % (args.weights, ','.join(args.train_layers), ','.join(skip_layer) or 'none',
-                 ','.join(n for n in alexnet.LAYER_NAMES if n not in args.train_layers)))
-
     cache_from = None
     if args.cache_features:
         cache_from, reason = feature_cache.head_start(args.train_layers)
         if cache_from is None:
             print('note: --cache-features does not apply (%s); training the naive way' % reason)
+    check_batch_size(args.batch_size, cached=cache_from is not None)
+    checkpoint = run_folder.checkpoint_of(run_dir) if args.resume else None
+    start_epoch = int(tf.train.load_variable(checkpoint, 'epoch_state/epoch')) if checkpoint else 0
+    if start_epoch >= args.epochs:
+        print('%s has already trained %d epochs; ask for more with --epochs'
+              % (display_path(run_dir), start_epoch))
+        return command_line.EXIT_OK
+    describe_run(args, run_dir, train, val, names, skip_layer)
+    if not args.resume:
+        datasets.write_json(os.path.join(run_dir, run_folder.SETTINGS_FILE), {
+            'data': args.data, 'weights': args.weights, 'train_layers': args.train_layers,
+            'seed': args.seed, 'classes': names, 'started': time.strftime('%Y-%m-%d %H:%M:%S')})
 
-    settings = {name: getattr(args, name) for name in
-                ('batch_size', 'learning_rate', 'momentum', 'weight_decay', 'keep_checkpoints')}
-    if args.cache_decoded:
-        settings['decoded_cache'] = os.path.join(args.log_dir, '.decoded-cache')
+    recipe = Recipe(args.learning_rate, args.momentum, args.weight_decay, args.keep_prob,
+                    args.batch_size)
+    cache_root = os.path.dirname(os.path.abspath(run_dir))
     with tf.Graph().as_default():
-        graph = Graph(train, val, len(names), args.train_layers, skip_layer,
-                      args.weights, settings, args.seed, start_epoch, cache_from,
-                      args.cache_views)
+        trainer = Trainer(train, val, len(names), recipe, args.train_layers, skip_layer,
+                          args.weights, args.seed, cache_from, args.cache_views,
+                          os.path.join(cache_root, '.decoded-cache') if args.cache_decoded
+                          else None)
         with tf.Session() as session:
-            train_writer = tf.summary.FileWriter(os.path.join(run_dir, 'train'), session.graph)
-            val_writer = tf.summary.FileWriter(os.path.join(run_dir, 'validation'))
-            session.run(graph.init)
+            train_writer = tf.summary.FileWriter(os.path.join(run_dir, run_folder.TRAIN_LOGS),
+                                                 session.graph)
+            val_writer = tf.summary.FileWriter(os.path.join(run_dir, run_folder.VALIDATION_LOGS))
+            session.run(trainer.init)
             if checkpoint:
-                graph.saver.restore(session, checkpoint)
-                # The savers take over the run's earlier checkpoints, so that they
-                # still keep only the last few (and one best) across resumes.
-                for saver, folder in ((graph.saver, 'checkpoints'), (graph.best_saver, 'best')):
-                    state = tf.train.get_checkpoint_state(os.path.join(run_dir, folder))
-                    if state:
-                        saver.recover_last_checkpoints(list(state.all_model_checkpoint_paths))
+                trainer.saver.restore(session, checkpoint)
                 print('resumed from %s (epoch %d, step %d)'
-                      % (checkpoint, start_epoch, session.run(graph.global_step)))
-            elif args.weights != alexnet.RANDOM_WEIGHTS:
-                graph.model.load_initial_weights(session)
+                      % (display_path(checkpoint), start_epoch,
+                         session.run(trainer.global_step)))
+            elif args.weights != inference.RANDOM_WEIGHTS:
+                trainer.model.load_initial_weights(session)
             session.graph.finalize()
-            check_disk_space(graph, run_dir, args.keep_checkpoints)
-            if graph.cache:
-                prepare_cache(session, graph, os.path.join(
-                    os.path.dirname(os.path.abspath(run_dir)), '.feature-cache'), progress)
-            code = train_loop(session, graph, args, run_dir, start_epoch, steps_per_epoch,
-                              train_writer, val_writer, progress)
+            check_disk_space(trainer, run_dir, args.keep_checkpoints)
+            if trainer.cache:
+                cache = prepare_cache(session, trainer, os.path.join(cache_root, '.feature-cache'),
+                                      progress)
+                run_folder.update_settings(run_dir, feature_cache=cache)
+            started_training.append(True)
+            code = train_loop(session, trainer, run_dir, start_epoch, args.epochs,
+                              len(train), args, train_writer, val_writer, progress)
             train_writer.close()
             val_writer.close()
-            if code == 0:
-                finish(session, graph, run_dir, names)
+            if code == command_line.EXIT_OK:
+                finish(session, trainer, run_dir, names, args.weights)
     return code
 
 
-def prepare_cache(session, graph, cache_root, progress):
+def describe_run(args, run_dir, train, val, names, skip_layer):
+    print('run %s: %d classes (%s), %d training and %d validation images'
+          % (display_path(run_dir), len(names), ', '.join(names[:10])
+             + (', ...' if len(names) > 10 else ''), len(train), len(val)))
+    if len(train) + len(val) < SMALL_DATASET:
+        print('note: %d photos only test that the pipeline runs end to end; they cannot '
+              'train a classifier. For the real cats vs dogs (25,000 photos): `%s`, then '
+              '--data data/PetImages' % (len(train) + len(val),
+                                         command_line.python_command('download.py', 'petimages')))
+    frozen = [n for n in alexnet.LAYER_NAMES if n not in args.train_layers]
+    if args.weights == inference.RANDOM_WEIGHTS:
+        print('no pretrained weights (--weights none): every layer starts random (section 5: '
+              'weights N(0, 0.01)) and %s train' % ','.join(args.train_layers))
+        if frozen:
+            print('warning: %s stay frozen at their RANDOM values: the network can only learn '
+                  'what random features happen to show; --train-layers all trains every layer'
+                  % ','.join(frozen))
+    else:
+        print('pretrained weights from %s; training %s (new: %s), frozen: %s'
+              % (display_path(args.weights), ','.join(args.train_layers),
+                 ','.join(skip_layer) or 'none', ','.join(frozen) or 'none'))
+
+
+def prepare_cache(session, trainer, cache_root, progress):
     """Builds the cached features for the loaded weights, or reuses a complete cache."""
     started = time.time()
-    folder = graph.cache.prepare(session, graph.model, cache_root, progress)
+    folder = trainer.cache.prepare(session, trainer.model, cache_root, progress)
+    seconds = time.time() - started
     print('feature cache %s %s (%.0f MB, %d views per training image) in %.1fs'
-          % ('built in' if graph.cache.built else 'reused:', folder,
-             graph.cache.size_bytes() / 2 ** 20,
-             feature_cache.views_per_image(graph.cache.views), time.time() - started))
+          % ('built in' if trainer.cache.built else 'reused:', display_path(folder),
+             trainer.cache.size_bytes() / 2 ** 20,
+             feature_cache.views_per_image(trainer.cache.views), seconds))
+    return {'folder': folder, 'built': trainer.cache.built, 'seconds': round(seconds, 2),
+            'views': feature_cache.views_per_image(trainer.cache.views)}
 
 
-def train_loop(session, graph, args, run_dir, start_epoch, steps_per_epoch,
+def train_loop(session, trainer, run_dir, start_epoch, epochs, train_count, args,
                train_writer, val_writer, progress):
-    checkpoints = os.path.join(run_dir, 'checkpoints')
-    metrics_path = os.path.join(run_dir, 'metrics.csv')
-    best = best_accuracy(metrics_path)
-    session.run(graph.train_iterator.initializer)
-    handle = session.run(graph.train_iterator.string_handle())
-    for epoch in range(start_epoch, args.epochs):
-        # A run stopped mid-epoch (Ctrl-C) does the rest of that epoch's steps.
-        done = session.run(graph.global_step) - epoch * steps_per_epoch
-        steps = max(steps_per_epoch - done, 0)
+    checkpoints = os.path.join(run_dir, run_folder.CHECKPOINTS_DIR)
+    best = run_folder.best_accuracy(run_dir)
+    # An epoch interrupted mid-way goes on from its saved sums.
+    sums = EpochSums(*session.run(list(trainer.state.values())))
+    for epoch in range(start_epoch, epochs):
+        steps = int(math.ceil(max(train_count - sums.seen, 0) / float(args.batch_size)))
+        if args.max_steps:
+            steps = min(steps, max(args.max_steps - sums.steps, 0))
         started = time.time()
+        session.run(trainer.train_iterator.initializer,
+                    {trainer.epoch_to_read: epoch, trainer.skip: sums.seen})
+        handle = session.run(trainer.train_iterator.string_handle())
         try:
-            train_loss, train_accuracy = train_epoch(
-                session, graph, handle, steps, args.keep_prob, train_writer,
-                args.summary_every, progress) if steps else (math.nan, math.nan)
-        except KeyboardInterrupt:
-            path = save_checkpoint(session, graph.saver, checkpoints,
-                                   session.run(graph.global_step))
-            print('\ninterrupted: saved %s; continue with --resume --run-name %s'
-                  % (path, os.path.basename(run_dir)))
-            return EXIT_INTERRUPTED
+            sums = train_epoch(session, trainer, handle, steps, args.keep_prob, args.seed, sums,
+                               train_writer, args.summary_every, progress)
+        except Interrupted as stop:
+            session.run(trainer.set_state, {trainer.state_values[name]: value for name, value
+                                            in zip(trainer.state, stop.sums)})
+            path = save_checkpoint(session, trainer.saver, checkpoints,
+                                   session.run(trainer.global_step))
+            print('\ninterrupted: saved %s; continue with: %s'
+                  % (display_path(path), command_line.python_command(
+                      'finetune.py', '--resume', '--run', run_dir)), file=sys.stderr)
+            return command_line.EXIT_INTERRUPTED
         except FloatingPointError as err:
             print('error: the loss became %s in epoch %d; lower --learning-rate (now %g) and '
-                  'resume from the last good checkpoint with --resume --run-name %s'
-                  % (err, epoch + 1, args.learning_rate, os.path.basename(run_dir)),
-                  file=sys.stderr)
-            return EXIT_DIVERGED
-        val_loss, val_accuracy = validate(session, graph) if graph.val_iterator else (None, None)
-        step = session.run(graph.global_step)
-        session.run(graph.next_epoch)
+                  'resume from the last good checkpoint with: %s'
+                  % (err, epoch + 1, args.learning_rate, command_line.python_command(
+                      'finetune.py', '--resume', '--run', run_dir, '--learning-rate',
+                      '%g' % (args.learning_rate / 10))), file=sys.stderr)
+            return command_line.EXIT_DIVERGED
+        except tf.errors.ResourceExhaustedError:
+            raise RunError('out of memory at --batch-size %d; use a smaller one, then '
+                           '--resume' % args.batch_size)
+        if sums.seen == 0:
+            raise RunError('epoch %d read no photos: the training images cannot be read any '
+                           'more; check %s' % (epoch + 1, display_path(args.data)))
+        broken = non_finite_layers(session, trainer.model, trainer.train_layers)
+        if broken:
+            print('error: the weights of %s are no longer finite after epoch %d; lower '
+                  '--learning-rate and resume from the last good checkpoint'
+                  % (','.join(broken), epoch + 1), file=sys.stderr)
+            return command_line.EXIT_DIVERGED
+        train_loss, train_accuracy = sums.loss_sum / sums.seen, sums.correct / float(sums.seen)
+        val_loss, val_accuracy = (validate(session, trainer) if trainer.val_iterator
+                                  else (None, None))
+        step = session.run(trainer.global_step)
+        # The epoch's means at its last step: train and validation points line up.
+        write_scalars(train_writer, step, {'loss': train_loss, 'accuracy': train_accuracy})
+        if val_loss is not None:
+            write_scalars(val_writer, step, {'loss': val_loss, 'accuracy': val_accuracy})
+        sums = EpochSums(0, 0, 0.0, 0)
+        session.run(trainer.set_state, {value: 0 for value in trainer.state_values.values()})
+        session.run(trainer.next_epoch)
+        save_checkpoint(session, trainer.saver, checkpoints, step, keep=args.keep_checkpoints)
+        if val_accuracy is not None and val_accuracy > best:
+            best = val_accuracy
+            save_checkpoint(session, trainer.best_saver,
+                            os.path.join(run_dir, run_folder.BEST_DIR), step, keep=1)
         row = {'epoch': epoch + 1, 'step': step, 'train_loss': train_loss,
                'train_accuracy': train_accuracy, 'val_loss': val_loss,
                'val_accuracy': val_accuracy, 'learning_rate': args.learning_rate,
                'seconds': round(time.time() - started, 2)}
-        if val_loss is not None:
-            write_scalars(val_writer, step, {'loss': val_loss, 'accuracy': val_accuracy})
-        save_checkpoint(session, graph.saver, checkpoints, step)
-        if val_accuracy is not None and val_accuracy > best:
-            best = val_accuracy
-            save_checkpoint(session, graph.best_saver, os.path.join(run_dir, 'best'), step)
-        append_metrics(metrics_path, row)
+        run_folder.append_metrics(run_dir, row)
         print('epoch %d/%d: train loss %.4f acc %.3f%s (%.1fs)'
-              % (epoch + 1, args.epochs, train_loss, train_accuracy,
+              % (epoch + 1, epochs, train_loss, train_accuracy,
                  '' if val_loss is None else ', validation loss %.4f acc %.3f'
                  % (val_loss, val_accuracy), row['seconds']))
-    return 0
+    return command_line.EXIT_OK
 
 
-def finish(session, graph, run_dir, names):
+def finish(session, trainer, run_dir, names, weights):
     """Curves, and the weights in the safe format the other scripts load."""
-    weights_path = os.path.join(run_dir, 'weights.npz')
+    weights_path = os.path.join(run_dir, run_folder.WEIGHTS_FILE)
     try:
-        weight_files.save_npz(weights_path, graph.model.read_weights(session), class_names=names)
+        weight_files.save_npz(weights_path, trainer.model.read_weights(session),
+                              class_names=names)
     except OSError as err:
         raise RunError('could not write %s (%s); the checkpoints are kept, and the other '
                        'scripts also take the run folder as --weights'
-                       % (weights_path, failure_reason(err)))
-    curves = visualize.draw_curves([run_dir], os.path.join(run_dir, 'curves.png'))
-    print('curves: %s' % curves.path)
-    print('weights: %s\n  classify photos with: python validate_alexnet_on_imagenet.py '
-          '--weights %s PHOTO.jpg\n  watch the run with: tensorboard --logdir %s'
-          % (weights_path, weights_path, os.path.dirname(run_dir) or '.'))
+                       % (display_path(weights_path), failure_reason(err)))
+    title = 'training curves: %s' % os.path.basename(os.path.abspath(run_dir))
+    if weights == inference.RANDOM_WEIGHTS:
+        title += '\n' + FROM_SCRATCH_NOTE
+    curves = figures.save_curves({os.path.basename(os.path.abspath(run_dir)):
+                                  run_folder.read_metrics(run_dir)},
+                                 os.path.join(run_dir, run_folder.CURVES_FILE), title=title)
+    print('curves: %s' % display_path(curves.path))
+    print('weights: %s\n  classify photos with: %s\n  watch the run with: %s'
+          % (display_path(weights_path),
+             command_line.python_command('validate_alexnet_on_imagenet.py', '--weights',
+                                         weights_path, 'PHOTO.jpg'),
+             command_line.tensorboard_command(os.path.dirname(run_dir) or '.')))
 
 
 if __name__ == '__main__':
