@@ -336,7 +336,8 @@ def _why(err):
         return str(err)
     if isinstance(err, OSError) and 'timed out' in str(err):
         return 'no answer for %g s' % TIMEOUT
-    return '%s: %s' % (type(err).__name__, err) if str(err) else type(err).__name__
+    name, text = type(err).__name__, str(err)
+    return text if text.startswith(name) else '%s: %s' % (name, text) if text else name
 
 
 # --- The record beside the .part: which file its bytes belong to ----------------

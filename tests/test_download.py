@@ -4,7 +4,7 @@ Each server is a ThreadingHTTPServer on a random port serving one payload with
 an ETag, in this process; its `mode` adds the faults a real download meets (a
 server that ignores Range or If-Range, a connection dropped mid-file, a 404),
 and `respond` lets a test answer by hand, byte by byte, as a broken or hostile
-server would. The worst cases (an endless body, a zip bomb) run the real script
+server would. The worst cases (a flood without a length, a zip bomb) run the real script
 in a subprocess whose memory and file size are capped by setrlimit.
 """
 import errno
@@ -12,7 +12,6 @@ import http.server
 import io
 import json
 import os
-import resource
 import socket
 import stat
 import struct
@@ -99,9 +98,9 @@ def _handler(state):
                 self.send_header('Last-Modified', state.last_modified)
             self.end_headers()
             body = body[:stop_at] if stop_at is not None else body
+            state.sent += len(body)     # counted first: the client may finish before write returns
             self.wfile.write(body)
             self.wfile.flush()
-            state.sent += len(body)
 
         def log_message(self, *args):
             pass
@@ -264,8 +263,9 @@ def test_server_ignoring_range_restarts_from_zero(serve, tmp_path, capsys):
     assert state.requests[0]['Range'] == 'bytes=1000-'
 
 
-def _partial(content_range, length=None, extra_headers=()):
-    """A server whose 206 answers carry these headers (whole file to other requests)."""
+def _partial(claim):
+    """A server whose 206 answers are claim(payload, start) -> (Content-Range, body),
+    with a Content-Length that fits the body; other requests get the whole file."""
     def respond(handler, state):
         if 'Range' not in handler.headers:
             handler.send_response(200)
@@ -275,28 +275,25 @@ def _partial(content_range, length=None, extra_headers=()):
             handler.wfile.write(state.payload)
             return
         start = int(handler.headers['Range'][len('bytes='):].rstrip('-'))
-        body = state.payload[start:]
+        content_range, body = claim(state.payload, start)
         handler.send_response(206)
-        handler.send_header('Content-Range', content_range % {'start': start,
-                                                              'total': len(state.payload)})
-        handler.send_header('Content-Length', str(len(body) if length is None else length))
-        for name, value in extra_headers:
-            handler.send_header(name, value)
+        handler.send_header('Content-Range', content_range)
+        handler.send_header('Content-Length', str(len(body)))
         handler.end_headers()
         handler.wfile.write(body)
     return respond
 
 
-@pytest.mark.parametrize('content_range', [
-    'bytes %(start)d-99999999/100000000',              # another total than recorded
-    'bytes 0-999/%(total)d',                            # does not start where the part ends
-    'bytes=%(start)d-',                                 # garbage
-    '',                                                 # missing
-])
+@pytest.mark.parametrize('claim', [
+    lambda p, s: ('bytes %d-%d/%d' % (s, len(p) - 1, len(p) + 1000), p[s:]),
+    lambda p, s: ('bytes 0-%d/%d' % (len(p) - s - 1, len(p)), p[:len(p) - s]),
+    lambda p, s: ('bytes=%d-' % s, p[s:]),
+    lambda p, s: ('', p[s:]),
+], ids=['another total than recorded', 'not where the part ends', 'garbage', 'empty'])
 def test_a_partial_answer_that_does_not_continue_the_part_starts_over(
-        serve, tmp_path, capsys, content_range):
+        serve, tmp_path, capsys, claim):
     payload = _payload()
-    url, state = serve(payload, respond=_partial(content_range))
+    url, state = serve(payload, respond=_partial(claim))
     dest = tmp_path / 'file.bin'
     _begun(dest, url, payload[:1000], total=len(payload))
     download.fetch(url, str(dest), MAX, progress=False)
@@ -397,8 +394,12 @@ def test_ctrl_c_exits_130_and_the_next_run_resumes(serve, tmp_path, tiny_shapes,
 
 # --- bounded bodies ----------------------------------------------------------------
 
-def _endless(length=None, chunked=False, status=200, content_range=None):
-    """A server that never stops sending (zeros), whatever it announced."""
+FLOOD = 32 << 20     # what _flood sends: far past every bound below, yet finite, so that
+                     # a test of a broken bound fails instead of filling the disk
+
+
+def _flood(length=None, chunked=False, status=200, content_range=None):
+    """A server that sends FLOOD bytes of zeros, whatever it announced."""
     def respond(handler, state):
         handler.wfile.write(b'HTTP/1.1 %d Whatever\r\nETag: "v1"\r\n' % status)
         if length is not None:
@@ -409,14 +410,14 @@ def _endless(length=None, chunked=False, status=200, content_range=None):
             handler.wfile.write(b'Transfer-Encoding: chunked\r\n')
         handler.wfile.write(b'Connection: close\r\n\r\n')
         block = bytes(64 * 1024)
-        while not state.release.is_set():
-            handler.wfile.write(b'%x\r\n%s\r\n' % (len(block), block) if chunked else block)
+        while state.sent < FLOOD and not state.release.is_set():
             state.sent += len(block)
+            handler.wfile.write(b'%x\r\n%s\r\n' % (len(block), block) if chunked else block)
     return respond
 
 
 def test_a_body_without_length_stops_at_max_bytes(serve, tmp_path):
-    url, state = serve(respond=_endless())
+    url, state = serve(respond=_flood())
     dest = tmp_path / 'file.bin'
     with pytest.raises(download.DownloadError, match='more than 1.0 MB without announcing a '
                                                      'length') as error:
@@ -426,7 +427,7 @@ def test_a_body_without_length_stops_at_max_bytes(serve, tmp_path):
 
 
 def test_a_chunked_body_running_past_its_content_length_is_stopped(serve, tmp_path):
-    url, _ = serve(respond=_endless(length=1000, chunked=True))
+    url, _ = serve(respond=_flood(length=1000, chunked=True))
     with pytest.raises(download.DownloadError, match='sent more than the 1000 bytes it '
                                                      'announced'):
         download.fetch(url, str(tmp_path / 'file.bin'), MAX, progress=False)
@@ -434,7 +435,7 @@ def test_a_chunked_body_running_past_its_content_length_is_stopped(serve, tmp_pa
 
 
 def test_a_resumed_body_running_past_the_recorded_total_is_stopped(serve, tmp_path):
-    url, _ = serve(respond=_endless(chunked=True, status=206,
+    url, _ = serve(respond=_flood(chunked=True, status=206,
                                     content_range='bytes 1000-4999/5000'))
     dest = tmp_path / 'file.bin'
     _begun(dest, url, bytes(1000), total=5000)
@@ -835,6 +836,27 @@ def test_a_zip_past_a_bound_is_refused_before_anything_is_inflated(
                 capsys)[0] == 0
 
 
+def _patched_zip(flag_bits=0, method=zipfile.ZIP_DEFLATED):
+    """PET_MEMBERS with the first member's flags and method changed in both its headers."""
+    payload = bytearray(_zip_bytes(PET_MEMBERS))
+    local, central = 0, bytes(payload).index(b'PK\x01\x02')
+    struct.pack_into('<2H', payload, local + 6, flag_bits, method)
+    struct.pack_into('<2H', payload, central + 8, flag_bits, method)
+    return bytes(payload)
+
+
+@pytest.mark.parametrize('payload, says', [
+    (_patched_zip(flag_bits=0x1), "member 'PetImages/Cat/0.jpg' is encrypted; refused"),
+    (_patched_zip(method=99), "member 'PetImages/Cat/0.jpg' uses compression method 99"),
+], ids=['encrypted', 'AES'])
+def test_a_member_zipfile_cannot_read_is_refused(serve, tmp_path, capsys, payload, says):
+    url, _ = serve(payload, name=ZIP_NAME)
+    message = _error_of(['petimages', '--url', url, '--dest', str(tmp_path), '--no-progress'],
+                        capsys)
+    assert says in message
+    assert os.listdir(str(tmp_path)) == []
+
+
 def test_the_bounds_fit_petimages_with_margin():
     assert download.MAX_MEMBERS >= 4 * 25000
     assert download.MAX_UNPACKED_BYTES >= 2 * 787 * 10 ** 6
@@ -894,11 +916,8 @@ def test_unpacking_stops_a_member_that_yields_more_than_declared(tmp_path, monke
     monkeypatch.setattr(download, 'CHUNK_SIZE', 100)
     written = []
 
-    class Endless(io.RawIOBase):
-        def readinto(self, buffer):
-            buffer[:] = bytes(len(buffer))
-            return len(buffer)
-    monkeypatch.setattr(zipfile.ZipFile, 'open', lambda self, member: Endless())
+    monkeypatch.setattr(zipfile.ZipFile, 'open', lambda self, member: io.BytesIO(bytes(
+        10 * member.file_size)))                  # 10 times what it declares
     real_open = open
     monkeypatch.setattr(download, 'open', lambda path, mode='r': (
         written.append(path) if 'w' in mode else None) or real_open(path, mode), raising=False)
@@ -937,7 +956,7 @@ RUNNER = r'''
 import resource, sys
 memory, file_size, max_bytes = (int(arg) for arg in sys.argv[1:4])
 resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))   # past it: killed
+resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))   # past it: EFBIG
 resource.setrlimit(resource.RLIMIT_CPU, (60, 60))
 import download
 if max_bytes:
@@ -956,13 +975,13 @@ def _run_capped(argv, file_size, max_bytes=0):
     return done.returncode, done.stderr.decode()
 
 
-def test_an_endless_body_is_one_line_in_bounded_memory_and_disk(serve, tmp_path):
-    url, state = serve(respond=_endless())
+def test_a_flood_without_length_is_one_line_in_bounded_memory_and_disk(serve, tmp_path):
+    url, state = serve(respond=_flood())
     bound = 8 << 20
     code, err = _run_capped(['weights', '--url', url, '--dest', str(tmp_path / 'w.npy'),
                              '--no-progress'], file_size=bound + download.CHUNK_SIZE,
                             max_bytes=bound)
-    assert code == 2, err                # not -25 (SIGXFSZ: wrote past the cap), not -9
+    assert code == 2, err
     assert err.count('\n') == 1 and err.startswith('error: ') and 'Traceback' not in err
     assert 'without announcing a length' in err
     assert state.sent >= bound           # it did read up to the bound
