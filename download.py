@@ -71,19 +71,19 @@ PETIMAGES_FOLDER = 'PetImages'    # the zip's top folder, holding Cat/ and Dog/
 # url, dest: the defaults of --url and --dest.
 # max_bytes: no download of this target may be larger; it bounds a body that
 #   announces no length (and refuses one that announces more), so a broken or
-#   hostile server cannot fill the disk. About 1.25 times the real file.
+#   hostile server cannot fill the disk. About 1.2 times the real file.
 Target = collections.namedtuple('Target', ['url', 'dest', 'max_bytes'])
 TARGETS = {
-    'weights': Target(WEIGHTS_URL, 'weights/bvlc_alexnet.npy', 300 * MB),   # file: 244 MB
-    'petimages': Target(PETIMAGES_URL, 'data', 1000 * MB),                  # zip: 825 MB
+    'weights': Target(WEIGHTS_URL, 'weights/bvlc_alexnet.npy', 300 * MB),  # 233 MiB = 244 MB
+    'petimages': Target(PETIMAGES_URL, 'data', 1000 * MB),                 # 787 MiB = 825 MB
 }
 
-# Bounds on unpacking the zip. PetImages holds 25,000 JPEGs (they hardly
-# compress: ratio about 1:1) in 787 MB, in a central directory of about 3 MB.
+# Bounds on unpacking the zip, with margin: PetImages holds 25,000 JPEGs (they
+# hardly compress: ratio about 1:1) in 787 MiB, in a central directory of a few MB.
 MAX_MEMBERS = 100000             # files and folders in the zip
 MAX_UNPACKED_BYTES = 2000 * MB   # all members together, as the directory declares them
 MAX_RATIO = 100                  # a member's size over its compressed size
-MAX_DIRECTORY_BYTES = 16 << 20   # the central directory, read before zipfile parses it
+MAX_DIRECTORY_BYTES = 16 * MB    # the central directory, measured before zipfile parses it
 
 CHUNK_SIZE = 1 << 20       # read and write 1 MiB at a time
 TIMEOUT = 60               # seconds without data before giving up on a connection
@@ -513,7 +513,7 @@ def open_zip(path):
     directory_bytes = _zip_directory_bytes(path)
     if directory_bytes > MAX_DIRECTORY_BYTES:
         raise DownloadError('%s has a central directory of %s, more than %s (the PetImages '
-                            'zip: 3 MB); it is not the PetImages zip; refused'
+                            'zip: a few MB); it is not the PetImages zip; refused'
                             % (path, _amount(directory_bytes), _amount(MAX_DIRECTORY_BYTES)))
     try:
         archive = zipfile.ZipFile(path)
@@ -528,6 +528,7 @@ def open_zip(path):
 
 
 def _check_members(path, infos):
+    """Returns the members under PetImages/ if all `infos` are within the bounds."""
     if len(infos) > MAX_MEMBERS:
         raise DownloadError('%s has %d members, more than %d (the PetImages zip: 25,000); '
                             'it is not the PetImages zip; refused'
@@ -552,7 +553,7 @@ def _check_members(path, infos):
                                 % (path, name, info.compress_size, info.file_size, MAX_RATIO))
         total += info.file_size
         if total > MAX_UNPACKED_BYTES:
-            raise DownloadError('%s would unpack to more than %s (the PetImages zip: 800 MB); '
+            raise DownloadError('%s would unpack to more than %s (PetImages: about 800 MB); '
                                 'a zip bomb? refused' % (path, _amount(MAX_UNPACKED_BYTES)))
     return [info for info in infos if info.filename.startswith(PETIMAGES_FOLDER + '/')]
 
