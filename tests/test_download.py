@@ -394,12 +394,9 @@ def test_ctrl_c_exits_130_and_the_next_run_resumes(serve, tmp_path, tiny_shapes,
 
 # --- bounded bodies ----------------------------------------------------------------
 
-FLOOD = 32 << 20     # what _flood sends: far past every bound below, yet finite, so that
-                     # a test of a broken bound fails instead of filling the disk
-
-
-def _flood(length=None, chunked=False, status=200, content_range=None):
-    """A server that sends FLOOD bytes of zeros, whatever it announced."""
+def _flood(length=None, chunked=False, status=200, content_range=None, size=32 << 20):
+    """A server that sends `size` bytes of zeros, whatever it announced: far past the
+    bounds tested, yet finite, so that a broken bound fails the test, not fills the disk."""
     def respond(handler, state):
         handler.wfile.write(b'HTTP/1.1 %d Whatever\r\nETag: "v1"\r\n' % status)
         if length is not None:
@@ -410,7 +407,7 @@ def _flood(length=None, chunked=False, status=200, content_range=None):
             handler.wfile.write(b'Transfer-Encoding: chunked\r\n')
         handler.wfile.write(b'Connection: close\r\n\r\n')
         block = bytes(64 * 1024)
-        while state.sent < FLOOD and not state.release.is_set():
+        while state.sent < size and not state.release.is_set():
             state.sent += len(block)
             handler.wfile.write(b'%x\r\n%s\r\n' % (len(block), block) if chunked else block)
     return respond
@@ -976,7 +973,7 @@ def _run_capped(argv, file_size, max_bytes=0):
 
 
 def test_a_flood_without_length_is_one_line_in_bounded_memory_and_disk(serve, tmp_path):
-    url, state = serve(respond=_flood())
+    url, state = serve(respond=_flood(size=2 * MEMORY))     # more than would fit in memory
     bound = 8 << 20
     code, err = _run_capped(['weights', '--url', url, '--dest', str(tmp_path / 'w.npy'),
                              '--no-progress'], file_size=bound + download.CHUNK_SIZE,
