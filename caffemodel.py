@@ -214,7 +214,7 @@ class _Blob(object):
             return np.zeros(0, np.float32)
         values = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
         if values.dtype.itemsize == 8:
-            with np.errstate(over='ignore'):   # too large for float32: inf, refused below
+            with np.errstate(over='ignore', invalid='ignore'):   # inf or NaN: refused below
                 values = values.astype(np.float32)
         return values
 
