@@ -451,7 +451,7 @@ def _pool_geometry(expected):
 
 
 def _to_project(caffe, want, fc_geometry):
-    """Caffe's array -> this project's layout, float32, contiguous (the one copy)."""
+    """Caffe's array -> this project's layout: a float32 C-contiguous copy (the one copy)."""
     if len(want) == 4:                      # [out, in/g, kh, kw] -> [kh, kw, in/g, out]
         moved = caffe.reshape(_caffe_shape(want)).transpose(2, 3, 1, 0)
     elif len(want) == 2 and fc_geometry:    # [out, c*h*w] -> [h*w*c, out]
@@ -461,7 +461,9 @@ def _to_project(caffe, want, fc_geometry):
         moved = caffe.reshape(want[1], want[0]).T
     else:
         moved = caffe
-    return np.ascontiguousarray(moved, dtype=np.float32).reshape(want)
+    # Always a copy: a view would keep the whole file mapped, and NumPy < 1.22 does not
+    # even stop the map from closing under it.
+    return np.array(moved, dtype=np.float32, order='C').reshape(want)
 
 
 def _all_finite(array):

@@ -21,11 +21,19 @@ def layout_id(params):
     return '%s-%s-%s' % (layout, 'legacy' if legacy else 'shape', 'packed' if packed else 'unpacked')
 
 
+def owner(array):
+    """What an array's memory belongs to: None if to NumPy (not to a memory map)."""
+    while isinstance(array, np.ndarray):
+        array = array.base
+    return array
+
+
 def assert_layers_equal(got, want):
     assert list(got) == list(want)
     for name in want:
         for part, a, b in zip(('weights', 'biases'), got[name], want[name]):
             assert a.dtype == np.float32 and a.flags['C_CONTIGUOUS'], (name, part)
+            assert owner(a) is None, (name, part, 'a view of the closed file')
             np.testing.assert_array_equal(a, b, err_msg='%s %s' % (name, part))
 
 
@@ -338,7 +346,7 @@ def test_mean_image(tmp_path, legacy, double):
     path = tmp_path / 'imagenet_mean.binaryproto'
     write_blobproto(path, mean, legacy=legacy, double=double)
     got = caffemodel.read_mean_image(path)
-    assert got.dtype == np.float32 and got.shape == (3, 256, 256)
+    assert got.dtype == np.float32 and got.shape == (3, 256, 256) and owner(got) is None
     np.testing.assert_array_equal(got, mean)
 
 
