@@ -9,7 +9,7 @@ series has no Caffe importer), which parses the .caffemodel with its own
 protobuf reader and runs Caffe's NCHW layers, and compares layer by layer:
 
     deploy prototxt (bvlc_alexnet_deploy.prototxt) + .caffemodel -> OpenCV -> conv1 .. prob
-    .caffemodel -> caffemodel.read_caffemodel -> .npz -> AlexNet.load_initial_weights -> conv1 .. fc8
+    .caffemodel -> caffemodel.read_caffemodel -> .npz -> AlexNet.load_initial_weights -> conv1..fc8
 
 tests/test_caffe_reference.py does it with random weights written as a
 caffemodel; compare() does it for a user who has the real
@@ -287,4 +287,4 @@ def format_comparison(result):
             lines.append('%-6s  %14.6g  %14.6g  %12.3g%s' % (
                 name, diff['max_abs_diff'], diff['max_abs'], diff['relative'],
                 '' if diff['relative'] <= TOLERANCE else '  ABOVE %g' % TOLERANCE))
-    return '\n'.join(lines)
+    return '\n'.join(line.rstrip() for line in lines)

@@ -434,9 +434,10 @@ def _fits(blob, want):
 
 
 def _pool_geometry(expected):
-    """(channels, height, width) of what the first FC layer reads: the last conv
-    layer's output after pooling, as Caffe flattens it. From the shapes alone:
-    channels = the last conv layer's outputs; height = width = sqrt(inputs / channels)."""
+    """(first FC layer, (channels, height, width) of what it reads): the last conv
+    layer's output after pooling, which Caffe flattens as (c, h, w). From the shapes
+    alone: channels = the last conv layer's outputs; height = width = sqrt(inputs / channels).
+    (None, None) without conv layers."""
     channels = None
     for layer, (weights, _) in expected.items():
         if len(weights) == 4:

@@ -116,8 +116,8 @@ def test_caffe_input(mean_kind):
     np.testing.assert_allclose(got, (bgr - full_mean)[14:241, 14:241], atol=1e-4)
     # another size is warped to 256x256 whole (no aspect ratio kept): a uniform photo stays so
     flat = caffe_reference.caffe_input(np.full((100, 300, 3), (10, 20, 30), np.uint8), mean)
-    np.testing.assert_allclose(flat, (np.array([30, 20, 10], np.float32) - full_mean)[14:241, 14:241],
-                               atol=1e-3)
+    uniform = np.array([30, 20, 10], np.float32) - full_mean     # BGR of RGB (10, 20, 30)
+    np.testing.assert_allclose(flat, uniform[14:241, 14:241], atol=1e-3)
     assert got.shape == flat.shape == (227, 227, 3) and got.dtype == np.float32
 
 

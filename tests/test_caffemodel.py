@@ -18,7 +18,8 @@ LAYOUTS = list(itertools.product(('layer', 'layers'), (False, True), (True, Fals
 
 def layout_id(params):
     layout, legacy, packed = params
-    return '%s-%s-%s' % (layout, 'legacy' if legacy else 'shape', 'packed' if packed else 'unpacked')
+    return '-'.join((layout, 'legacy' if legacy else 'shape',
+                     'packed' if packed else 'unpacked'))
 
 
 def owner(array):
