@@ -8,7 +8,7 @@ load into it. It differs from the paper where bvlc_alexnet does:
 
 * input 227x227 (the paper says 224; 227 makes conv1's 11x11/4 VALID windows fit
   exactly: (227 - 11) / 4 + 1 = 55), BGR channel order minus the ImageNet mean
-  (see datagenerator.py, the one home of preprocessing);
+  (see preprocessing.py, the one home of preprocessing);
 * conv2, conv4, conv5 split into 2 groups, as the paper's two GPUs did, but
   conv3 and the FC layers see everything, like the paper's cross-GPU layers;
 * LRN comes before pooling (the paper: after ReLU, before pooling; same here) with

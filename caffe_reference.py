@@ -28,7 +28,7 @@ And Caffe's blobs are NCHW with BGR channels: images go in as this project's
 transposed to [N, H, W, C].
 
 Images for compare() are prepared Caffe's way (its convert_imageset and data
-layer), not datagenerator's: the photo is warped to 256x256 with bilinear
+layer), not preprocessing.py's: the photo is warped to 256x256 with bilinear
 interpolation (cv2.resize, what convert_imageset uses; no aspect ratio kept),
 the mean image (imagenet_mean.binaryproto, 256x256 BGR) or the mean pixel is
 subtracted, and the central 227x227 is cut out, in BGR order. Both engines get
@@ -47,7 +47,9 @@ import tensorflow.compat.v1 as tf
 import alexnet
 import caffemodel
 import class_names
-import datagenerator
+import image_files
+import inference
+import preprocessing
 import weight_files
 
 DEPLOY_PROTOTXT = os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -133,7 +135,7 @@ def project_forward(weights_path, images, layer_names=COMPARED_LAYERS, num_class
       {layer: float32 array}, [N, H, W, C] or [N, units].
     """
     if num_classes is None:
-        num_classes = alexnet.num_classes_of(weights_path)
+        num_classes = inference.num_classes_of(weights_path)
     with tf.Graph().as_default():
         x = tf.placeholder(tf.float32, [None, 227, 227, 3])
         model = alexnet.AlexNet(x, num_classes=num_classes, weights_path=weights_path)
@@ -172,7 +174,7 @@ def caffe_input(rgb, mean):
     """One photo as Caffe's data layer prepared bvlc_alexnet's: [227, 227, 3] BGR - mean.
 
     Args:
-      rgb: uint8 [H, W, 3] RGB (datagenerator.read_image).
+      rgb: uint8 [H, W, 3] RGB (image_files.read_image).
       mean: float32 [3, 256, 256] BGR mean image (caffemodel.read_mean_image), or a
         BGR mean pixel of 3 values.
     """
@@ -181,8 +183,8 @@ def caffe_input(rgb, mean):
     warped = cv2.resize(bgr, (CAFFE_SCALE, CAFFE_SCALE), interpolation=cv2.INTER_LINEAR)
     mean = np.asarray(mean, np.float32)
     centered = warped - (mean.transpose(1, 2, 0) if mean.ndim == 3 else mean)
-    top = (CAFFE_SCALE - datagenerator.IMAGE_SIZE) // 2        # 14: the central crop
-    return centered[top:top + datagenerator.IMAGE_SIZE, top:top + datagenerator.IMAGE_SIZE]
+    top = (CAFFE_SCALE - preprocessing.IMAGE_SIZE) // 2        # 14: the central crop
+    return centered[top:top + preprocessing.IMAGE_SIZE, top:top + preprocessing.IMAGE_SIZE]
 
 
 def _sha1(path):
@@ -203,8 +205,8 @@ def compare(caffemodel_path, image_paths, mean_path=None, top_k=5, batch_size=8)
 
     Args:
       caffemodel_path: e.g. weights/bvlc_alexnet.caffemodel.
-      image_paths: photos (any format datagenerator.read_image reads).
-      mean_path: imagenet_mean.binaryproto; default: datagenerator's mean pixel.
+      image_paths: photos (any format image_files.read_image reads).
+      mean_path: imagenet_mean.binaryproto; default: preprocessing's mean pixel.
       top_k: classes to report per image.
       batch_size: photos per forward run.
     Returns:
@@ -223,8 +225,8 @@ def compare(caffemodel_path, image_paths, mean_path=None, top_k=5, batch_size=8)
     if mean_path:
         mean, mean_name = caffemodel.read_mean_image(mean_path), os.fspath(mean_path)
     else:
-        mean = np.array(datagenerator.IMAGENET_MEAN_BGR, np.float32)
-        mean_name = 'mean pixel %s (BGR)' % (datagenerator.IMAGENET_MEAN_BGR,)
+        mean = np.array(preprocessing.IMAGENET_MEAN_BGR, np.float32)
+        mean_name = 'mean pixel %s (BGR)' % (preprocessing.IMAGENET_MEAN_BGR,)
     names = (class_names.imagenet_class_names() if num_classes == alexnet.NUM_CLASSES
              else [str(i) for i in range(num_classes)])
     result = {'caffemodel': caffemodel_path, 'sha1': _sha1(caffemodel_path),
@@ -234,8 +236,8 @@ def compare(caffemodel_path, image_paths, mean_path=None, top_k=5, batch_size=8)
     readable = []
     for path in image_paths:
         try:
-            readable.append((path, caffe_input(datagenerator.read_image(path), mean)))
-        except datagenerator.ImageError as err:
+            readable.append((path, caffe_input(image_files.read_image(path), mean)))
+        except image_files.ImageError as err:
             result['images'].append({'image': path, 'error': str(err)})
     folder = tempfile.mkdtemp(prefix='caffe_reference-')
     try:

@@ -40,7 +40,6 @@ Ctrl-C exits with 130. Run the same command again after an interruption: it resu
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import errno
 import http.client
@@ -59,6 +58,7 @@ import zlib
 
 from tqdm import tqdm
 
+import command_line
 import weight_files
 
 MB = 10 ** 6
@@ -694,10 +694,9 @@ def download_petimages(url, folder, max_bytes, progress=True):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = command_line.ArgumentParser(
         description='Download the bvlc_alexnet weights or the Cats and Dogs photos, '
-                    'resuming and checking them.',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    'resuming and checking them.')
     parser.add_argument('what', choices=sorted(TARGETS),
                         help='weights: bvlc_alexnet.npy into weights/; petimages: the '
                              'Cats and Dogs zip, unpacked into data/PetImages')

@@ -136,7 +136,7 @@ def test_compare_on_photos(setup, tmp_path):
     assert not result['canonical'] and result['num_classes'] == NUM_CLASSES
     assert result['mean'] == mean_path
     assert [entry['image'] for entry in result['images']] == [str(broken)] + photos
-    assert 'cannot read image' in result['images'][0]['error']
+    assert 'cannot identify image' in result['images'][0]['error']
     for entry in result['images'][1:]:
         assert [e['index'] for e in entry['ours']] == [e['index'] for e in entry['opencv']]
         assert len(entry['ours']) == 3
