@@ -16,7 +16,9 @@ load into it. It differs from the paper where bvlc_alexnet does:
 * no softmax: ``fc8`` holds the logits.
 
 Run ``python alexnet.py`` for the course's per-layer table (computed from the
-built graph), ``--graph-dir logs/graph`` to write the graph for TensorBoard.
+built graph), ``--graph-dir logs/graph`` to write the graph for TensorBoard, and
+``--check-against-opencv weights/bvlc_alexnet.caffemodel images/*.jpg`` to run the
+real model through OpenCV's Caffe engine beside this graph (caffe_reference.py).
 """
 from __future__ import annotations
 
@@ -360,13 +362,46 @@ def parse_args(argv=None):
     parser.add_argument('--tensorboard-dir', '--graph-dir', dest='tensorboard_dir',
                         default=None,
                         help='also write the graph here for TensorBoard, e.g. logs/graph')
-    return parser.parse_args(argv)
+    parser.add_argument('--check-against-opencv', metavar='CAFFEMODEL', default=None,
+                        help="instead of the table: run this caffemodel through OpenCV's Caffe "
+                             'engine and through this graph, and print both top-5 per photo '
+                             'and the largest difference at each layer')
+    parser.add_argument('images', nargs='*', default=[],
+                        help='photos for --check-against-opencv (default: images/)')
+    parser.add_argument('--mean', default=None,
+                        help="with --check-against-opencv: Caffe's imagenet_mean.binaryproto "
+                             '(default: the mean pixel)')
+    args = parser.parse_args(argv)
+    if args.images and not args.check_against_opencv:
+        parser.error('photos are only read with --check-against-opencv')
+    return args
+
+
+def check_against_opencv(caffemodel_path, paths, mean_path=None):
+    """Prints both engines' top 5 and their largest differences; returns the exit status."""
+    import caffe_reference   # imports this module, OpenCV and the caffemodel reader
+    import image_files
+    files, skipped = image_files.image_paths(paths or ['images'], recursive=False)
+    if not files:
+        return command_line.fail('no photos to compare in %s' % ', '.join(paths or ['images']))
+    try:
+        caffe_reference.import_cv2()
+    except ImportError as err:
+        return command_line.fail(err)
+    result = caffe_reference.compare(caffemodel_path, files, mean_path)
+    print(caffe_reference.format_comparison(result))
+    unreadable = skipped + [entry for entry in result['images'] if 'error' in entry]
+    return command_line.EXIT_PARTIAL if unreadable else command_line.EXIT_OK
 
 
 def main(argv=None):
     args = parse_args(argv)
     tf.logging.set_verbosity(tf.logging.ERROR)
     tf.disable_v2_behavior()
+    if args.check_against_opencv:
+        return command_line.run_main(
+            lambda: check_against_opencv(args.check_against_opencv, args.images, args.mean),
+            errors=(weight_files.WeightFileError,))
     with tf.Graph().as_default() as graph:
         x = tf.placeholder(tf.float32, [None, IMAGE_SIZE, IMAGE_SIZE, 3], name='x')
         model = AlexNet(x, num_classes=args.num_classes)

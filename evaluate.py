@@ -12,6 +12,17 @@ not among the 5 most probable. It tests two ways, and so does this script:
 Both crops come from preprocessing.py (preprocess_for_eval, ten_crops), the one
 home of preprocessing, run by inference.py. The result is printed beside the paper's numbers.
 
+Two ways to prepare a photo (--preprocess):
+
+* paper (default): shorter side scaled to 256, minus the mean pixel, as the
+  paper describes and as this project trains;
+* caffe: what Caffe's tools did for bvlc_alexnet's published top-1 57.1% and
+  top-5 80.2% (errors 42.9% and 19.8%): every photo warped to 256x256 with
+  bilinear interpolation (pixel centers at +0.5, as OpenCV's cv::resize), kept
+  as 8-bit pixels, minus Caffe's 256x256 mean image (--mean, from
+  `download.py weights`), then the central 227x227 (offset 14). With the real
+  weights and the ILSVRC-2012 validation set this reproduces the published figure.
+
 Two kinds of labelled set:
 
     # ILSVRC-2012 validation layout: a folder of images and a ground-truth file
@@ -52,11 +63,13 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 import alexnet
+import caffemodel
 import class_names
 import command_line
 import datasets
 import image_files
 import inference
+import preprocessing
 import run_folder
 import weight_files
 from inference import CROPS
@@ -66,8 +79,14 @@ TOP_K = (1, 5)
 # (what, top-1 error %, top-5 error %) on the ILSVRC-2012 validation set.
 PAPER_RESULTS = (
     ('paper, one CNN, 10 crops (Table 2)', 40.7, 18.2),
-    ('Caffe bvlc_alexnet, center crop', 42.9, 19.8),
+    ('Caffe bvlc_alexnet, center crop (caffe)', 42.9, 19.8),   # its 57.1% / 80.2% accuracy
 )
+PREPROCESSING = ('paper', 'caffe')
+DEFAULT_MEAN = 'weights/imagenet_mean.binaryproto'
+PREPROCESSING_DESCRIPTIONS = {
+    'paper': 'preprocessing: shorter side 256, mean pixel (the paper, this project)',
+    'caffe': "preprocessing: warped to 256x256, mean image (Caffe's tools, its published figure)",
+}
 CROP_DESCRIPTIONS = {'center': 'center crop', 'ten': '10 crops, softmax averaged'}
 WNID = re.compile(r'^n\d{8}$')
 
@@ -218,7 +237,7 @@ def check_labels(items, num_classes, one_based=False):
 # --- Evaluation and report -------------------------------------------------
 
 def evaluate(items, weights, crops=CROPS, num_classes=None, batch_size=inference.BATCH_SIZE,
-             progress=False):
+             progress=False, mean_image=None):
     """Top-1 and top-5 error of `weights` on labelled images.
 
     Returns:
@@ -230,7 +249,7 @@ def evaluate(items, weights, crops=CROPS, num_classes=None, batch_size=inference
     label_of = dict(items)
     outputs, used, failed = inference.model_outputs(
         [path for path, _ in items], weights, crops=crops, num_classes=num_classes,
-        batch_size=batch_size, progress=progress)
+        batch_size=batch_size, progress=progress, mean_image=mean_image)
     if not used:
         raise GroundTruthError('none of the %d images could be read' % len(items))
     labels = np.array([label_of[path] for path in used])
@@ -241,13 +260,14 @@ def evaluate(items, weights, crops=CROPS, num_classes=None, batch_size=inference
     return result
 
 
-def format_report(result, weights):
+def format_report(result, weights, preprocess='paper'):
     """The errors beside the paper's, as a text table."""
     def cell(errors, k):
         return '%5.1f%%' % (100 * errors[k]) if k in errors else '  n/a'
 
     lines = ['%s; %d images, %d classes' % (inference.weights_label(weights), result['images'],
-                                           result['num_classes'])]
+                                           result['num_classes']),
+             PREPROCESSING_DESCRIPTIONS[preprocess]]
     if result['failed']:
         lines.append('%d unreadable images left out, e.g. %s'
                      % (len(result['failed']), result['failed'][0][1]))
@@ -267,6 +287,18 @@ def format_report(result, weights):
     return '\n'.join(lines)
 
 
+def caffe_mean(path):
+    """The mean to subtract in Caffe's preprocessing: float32 [256, 256, 3] BGR, or the pixel."""
+    if path == 'pixel':
+        return np.array(preprocessing.IMAGENET_MEAN_BGR, np.float32)
+    if not os.path.isfile(path):
+        raise GroundTruthError('%s: no such mean image; `%s` fetches it, or pass --mean pixel '
+                               'for the mean pixel (close to, not exactly, Caffe\'s figure)'
+                               % (image_files.display_path(path),
+                                  command_line.python_command('download.py', 'weights')))
+    return caffemodel.read_mean_image(path).transpose(1, 2, 0)     # [3, H, W] -> [H, W, 3]
+
+
 def parse_args(argv=None):
     parser = command_line.ArgumentParser(
         description='Top-1/top-5 error of AlexNet on a labelled image set, center crop and '
@@ -283,6 +315,13 @@ def parse_args(argv=None):
                                       'validation images')
     command_line.add_weights(parser, None, 'the weights (default: the --run folder, else %s)'
                              % alexnet.DEFAULT_WEIGHTS_PATH)
+    parser.add_argument('--preprocess', choices=PREPROCESSING, default='paper',
+                        help="paper: shorter side to 256, minus the mean pixel (this project's "
+                             "way); caffe: warped to 256x256, minus Caffe's mean image, as "
+                             "Caffe's published 57.1%% / 80.2%% were measured")
+    parser.add_argument('--mean', default=DEFAULT_MEAN,
+                        help="with --preprocess caffe: Caffe's imagenet_mean.binaryproto "
+                             "(`download.py weights` fetches it), or 'pixel' for the mean pixel")
     parser.add_argument('--crops', nargs='+', choices=CROPS, default=list(CROPS),
                         help='center crop and/or the 10 crops')
     parser.add_argument('--limit', type=command_line.positive_int, default=None,
@@ -318,9 +357,10 @@ def run(args):
     items = items[:args.limit] if args.limit else items
     num_classes = inference.num_classes_of(weights)
     check_labels(items, num_classes, args.one_based)
+    mean_image = caffe_mean(args.mean) if args.preprocess == 'caffe' else None
     result = evaluate(items, weights, args.crops, num_classes, args.batch_size,
-                      progress=not args.no_progress)
-    print(format_report(result, weights))
+                      progress=not args.no_progress, mean_image=mean_image)
+    print(format_report(result, weights, args.preprocess))
     return command_line.EXIT_PARTIAL if result['failed'] else command_line.EXIT_OK
 
 

@@ -172,7 +172,7 @@ def average_crops(outputs, crops_per_image):
 
 
 def model_outputs(paths, weights, layer='probabilities', crops=('center',), num_classes=None,
-                  batch_size=BATCH_SIZE, seed=0, progress=False):
+                  batch_size=BATCH_SIZE, seed=0, progress=False, mean_image=None):
     """Runs AlexNet over image files, one output row per readable image and crop mode.
 
     Args:
@@ -185,6 +185,9 @@ def model_outputs(paths, weights, layer='probabilities', crops=('center',), num_
       batch_size: photos per forward pass.
       seed: graph seed for random weights.
       progress: show a progress bar on stderr.
+      mean_image: None for this project's preprocessing (shorter side 256,
+        mean pixel), else Caffe's (a 256x256 warp minus this float32 [256, 256, 3]
+        BGR mean image or [3] mean pixel; preprocessing.caffe_warp).
     Returns:
       (outputs, used, failed): outputs {crop mode: float32 [len(used), D]};
       used, the paths read; failed, [(path, reason)] of files that could not be.
@@ -202,9 +205,12 @@ def model_outputs(paths, weights, layer='probabilities', crops=('center',), num_
         image = tf.placeholder(tf.uint8, [None, None, 3], name='image')
         windows = []
         if 'center' in crops:
-            windows.append(tf.expand_dims(preprocessing.preprocess_for_eval(image), 0))
+            windows.append(tf.expand_dims(
+                preprocessing.preprocess_for_eval(image) if mean_image is None
+                else preprocessing.caffe_center_crop(image, mean_image), 0))
         if 'ten' in crops:
-            windows.append(preprocessing.ten_crops(image))              # -> [10, 227, 227, 3]
+            windows.append(preprocessing.ten_crops(image) if mean_image is None
+                           else preprocessing.caffe_ten_crops(image, mean_image))  # [10, ...]
         windows = tf.concat(windows, axis=0)                   # -> [1, 10 or 11, 227, 227, 3]
         size = preprocessing.IMAGE_SIZE
         x = tf.placeholder(tf.float32, [None, size, size, 3], name='x')

@@ -96,23 +96,62 @@ def preprocess_for_eval(image):
     return rgb_to_model_input(cropped)
 
 
-def ten_crops(image):
-    """uint8 RGB [H, W, 3] -> float32 [10, 227, 227, 3] model inputs, the paper's test patches.
-
-    Scales the shorter side to 256, then takes the top-left, top-right,
-    bottom-left, bottom-right and center 227x227 windows, then the same five
-    mirrored. Average the 10 softmax outputs for the paper's prediction.
-    """
-    scaled = resize_shorter_side(image)                                  # -> [H', W', 3]
-    shape = tf.shape(scaled)
+def ten_windows(image):
+    """[H, W, 3] -> [10, 227, 227, 3]: the top-left, top-right, bottom-left,
+    bottom-right and center windows, then the same five mirrored."""
+    shape = tf.shape(image)
     bottom, right = shape[0] - IMAGE_SIZE, shape[1] - IMAGE_SIZE
-    crops = [tf.image.crop_to_bounding_box(scaled, top, left, IMAGE_SIZE, IMAGE_SIZE)
+    crops = [tf.image.crop_to_bounding_box(image, top, left, IMAGE_SIZE, IMAGE_SIZE)
              for top, left in ((0, 0), (0, right), (bottom, 0), (bottom, right))]
-    crops.append(center_crop(scaled, IMAGE_SIZE))
+    crops.append(center_crop(image, IMAGE_SIZE))
     crops = tf.stack(crops)                                              # -> [5, 227, 227, 3]
     crops = tf.concat([crops, tf.reverse(crops, axis=[2])], axis=0)      # -> [10, 227, 227, 3]
     crops.set_shape([10, IMAGE_SIZE, IMAGE_SIZE, 3])
-    return rgb_to_model_input(crops)
+    return crops
+
+
+def ten_crops(image):
+    """uint8 RGB [H, W, 3] -> float32 [10, 227, 227, 3] model inputs, the paper's test patches.
+
+    Scales the shorter side to 256, then takes ten_windows. Average the 10
+    softmax outputs for the paper's prediction.
+    """
+    return rgb_to_model_input(ten_windows(resize_shorter_side(image)))
+
+
+# --- Caffe's own test preprocessing (for its published bvlc_alexnet numbers) ------------
+
+def caffe_warp(image, mean_image):
+    """uint8 RGB [H, W, 3] -> float32 [256, 256, 3] BGR minus the mean image, as Caffe's tools
+    prepared bvlc_alexnet's validation images.
+
+    Caffe's convert_imageset warped every photo to 256x256 (no aspect ratio
+    kept) with OpenCV's bilinear cv::resize, whose pixel centers sit at +0.5,
+    and stored 8-bit pixels; its data layer then subtracted the 256x256 mean
+    image (imagenet_mean.binaryproto), in BGR order. Its published top-1 57.1%
+    and top-5 80.2% take the central 227x227 of that (offset 14).
+
+    Args:
+      image: uint8 RGB [H, W, 3].
+      mean_image: float32 [256, 256, 3] BGR (caffemodel.read_mean_image,
+        transposed), or a BGR mean pixel [3].
+    """
+    warped = tf.image.resize_bilinear(tf.expand_dims(image, 0), [SCALE_SIZE, SCALE_SIZE],
+                                      half_pixel_centers=True)[0]       # -> [256, 256, 3]
+    warped = tf.clip_by_value(tf.round(warped), 0.0, 255.0)              # stored as 8 bits
+    return tf.reverse(warped, axis=[-1]) - tf.constant(mean_image, tf.float32)
+
+
+def caffe_center_crop(image, mean_image):
+    """Caffe's test input: the central 227x227 of caffe_warp, float32 [227, 227, 3]."""
+    cropped = center_crop(caffe_warp(image, mean_image), IMAGE_SIZE)
+    cropped.set_shape([IMAGE_SIZE, IMAGE_SIZE, 3])
+    return cropped
+
+
+def caffe_ten_crops(image, mean_image):
+    """Caffe's 10-view test (its classifier's oversample): ten_windows of caffe_warp."""
+    return ten_windows(caffe_warp(image, mean_image))
 
 
 # --- Training: random crop, mirror, PCA colour noise (section 4.1) ----------------

@@ -148,3 +148,17 @@ def test_compare_on_photos(setup, tmp_path):
     assert 'not the BVLC file' in text and 'ABOVE' not in text and 'DIFFERENT' not in text
     assert all(photo in text for photo in photos) and 'error: ' in text
     assert re.search(r'^fc6 +[\d.e+-]+ +[\d.e+-]+ +[\d.e+-]+$', text, re.M)
+
+
+def test_alexnet_command_checks_a_caffemodel_against_opencv(setup, tmp_path, capsys):
+    photo = os.path.join(REPO, 'images', 'llama.jpg')
+    assert alexnet.main(['--check-against-opencv', setup['caffemodel'], photo]) == 0
+    out = capsys.readouterr().out
+    assert photo in out and 'conv1' in out and 'fc8' in out and 'DIFFERENT' not in out
+    broken = tmp_path / 'broken.jpg'
+    broken.write_bytes(b'')
+    assert alexnet.main(['--check-against-opencv', setup['caffemodel'], photo,
+                         str(broken)]) == 1
+    assert alexnet.main(['--check-against-opencv', str(tmp_path / 'none.caffemodel'),
+                         photo]) == 2
+    assert capsys.readouterr().err.count('\n') == 1

@@ -167,3 +167,25 @@ def test_ground_truth_that_is_not_text(tmp_path):
 def test_run_folder_without_split_says_what_to_pass(tmp_path, capsys):
     assert evaluate.main(['--run', str(tmp_path), '--weights', 'none']) == 2
     assert 'no split.json' in capsys.readouterr().err
+
+
+def test_caffe_preprocessing_with_a_mean_image(weights_npz, val_folder, tmp_path, capsys):
+    import caffe_files
+    mean = np.random.RandomState(1).uniform(90, 130, (3, 256, 256)).astype(np.float32)
+    mean_path = str(tmp_path / 'imagenet_mean.binaryproto')
+    caffe_files.write_blobproto(mean_path, mean)
+    args = ['--images', str(val_folder), '--labels', str(val_folder / 'labels.txt'),
+            '--weights', weights_npz, '--preprocess', 'caffe', '--no-progress']
+    assert evaluate.main(args + ['--mean', mean_path]) == 0
+    report = capsys.readouterr().out
+    assert 'warped to 256x256, mean image' in report and '42.9%' in report
+    assert evaluate.main(args + ['--mean', str(tmp_path / 'missing')]) == 2
+    assert '--mean pixel' in capsys.readouterr().err
+    # The caffe numbers come from the caffe inputs: with another mean they change.
+    import inference
+    items = evaluate.imagenet_items(str(val_folder), str(val_folder / 'labels.txt'))
+    paths = [path for path, _ in items]
+    caffe = inference.model_outputs(paths, weights_npz, layer='fc7',
+                                    mean_image=mean.transpose(1, 2, 0))[0]['center']
+    plain = inference.model_outputs(paths, weights_npz, layer='fc7')[0]['center']
+    assert np.abs(caffe - plain).max() > 1e-3 * np.abs(plain).max()

@@ -143,3 +143,21 @@ def test_mirror_threshold(draw, mirrored):
                                                     random_crop=False, pca_noise=False),
                                      pp.preprocess_for_eval(tf.constant(image))))
     np.testing.assert_array_equal(out, center[:, ::-1] if mirrored else center)
+
+
+def test_caffe_warp_is_opencvs_bilinear_resize_minus_the_mean_image():
+    cv2 = pytest.importorskip('cv2', reason='opencv-python-headless (requirements-dev.txt) '
+                                            'is the independent reference')
+    image = photo(375, 500, seed=6)
+    mean = np.random.RandomState(0).uniform(90, 130, (256, 256, 3)).astype(np.float32)
+    warped, center = run_graph(lambda: (pp.caffe_warp(tf.constant(image), mean),
+                                        pp.caffe_center_crop(tf.constant(image), mean)))
+    # Caffe's convert_imageset: cv::imread (BGR), cv::resize to 256x256, 8-bit pixels.
+    expected = cv2.resize(np.ascontiguousarray(image[:, :, ::-1]), (256, 256),
+                          interpolation=cv2.INTER_LINEAR).astype(np.float32) - mean
+    # OpenCV interpolates 8-bit pixels in fixed point (11-bit weights): values near
+    # a half level round the other way, one level off; pixel centers at 0 (TF 1.x's
+    # default sampling) would be 2.4 levels off on average here, 10 at most.
+    difference = np.abs(warped - expected)
+    assert difference.max() <= 1.0 + 1e-4 and difference.mean() < 0.2
+    np.testing.assert_array_equal(center, warped[14:241, 14:241])
