@@ -14,9 +14,9 @@ scripts look for it:
    rest is asked for (an HTTP ``Range`` request); a server that ignores it and
    sends the whole file again (200 instead of 206) is noticed, and the download
    starts over from zero. A dropped connection is resumed a few times.
-2. The complete file is verified: the weights must have every AlexNet layer with
-   its shape (weight_files.check_shapes), the zip must pass the CRC test of every
-   member (zipfile.testzip).
+2. The complete file is verified: the weights must be a whole, finite AlexNet with
+   every layer in its shape (weight_files.load_weights with the expected shapes),
+   the zip must pass the CRC test of every member (zipfile.testzip).
 3. Only then is it renamed to its final name (the zip is then unpacked into a
    temporary folder and renamed to ``PetImages`` the same way).
 
@@ -215,8 +215,7 @@ def expected_shapes():
 
 def verify_weights(path):
     """Raises weight_files.WeightFileError unless `path` holds every AlexNet layer in shape."""
-    layers = weight_files.load_weights(path)
-    weight_files.check_shapes(path, layers, expected_shapes())
+    weight_files.load_weights(path, expected=expected_shapes())
 
 
 def verify_zip(path):

@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 
 import download
+import weight_formats
 from conftest import exit_error, write_py2_weights_npy
 
 # A tiny stand-in for bvlc_alexnet's layer shapes, so fixtures stay a few KB.
-TINY_SHAPES = {'conv1': ((2, 2, 3, 4), (4,)), 'fc8': ((4, 10), (10,))}
+TINY_SHAPES = weight_formats.tiny_shapes(10)   # all of AlexNet's layers, a few values each
 
 
 class _State(object):
@@ -287,13 +288,13 @@ def test_bad_weights_never_get_the_final_name(serve, tmp_path, tiny_shapes, faul
     if fault == 'truncated':
         payload = _weights_bytes(tmp_path, TINY_SHAPES)[:-100]
     else:
-        payload = _weights_bytes(tmp_path, {'conv1': TINY_SHAPES['conv1'],
-                                            'fc8': ((4, 2), (2,))})
+        payload = _weights_bytes(tmp_path, weight_formats.tiny_shapes(2))
     url, _ = serve(payload, name='bvlc_alexnet.npy')
     dest = tmp_path / 'bvlc_alexnet.npy'
     message = _error_of(['weights', '--url', url, '--dest', str(dest), '--no-progress'])
     assert 'failed its check' in message
-    assert ('fc8/weights has shape (4, 2)' in message if fault == 'wrong shape'
+    assert ('fc8/weights has shape (3, 2), the model expects (3, 10)' in message
+            if fault == 'wrong shape'
             else 'truncated or corrupt' in message)
     assert os.listdir(str(tmp_path)) == []           # neither the file nor a .part
 
