@@ -17,7 +17,7 @@ tf.logging.set_verbosity(tf.logging.ERROR)
 
 # bvlc_alexnet.npy in the real Python 2 format, written opcode by opcode, lives in
 # weight_formats.py (no TensorFlow there, so the fuzz worker can use it too).
-from weight_formats import npy_header, write_py2_weights_npy  # noqa: E402,F401
+from weight_formats import write_py2_weights_npy  # noqa: E402,F401
 
 
 def random_layers(num_classes=1000, seed=0, scale=None):

@@ -4,7 +4,6 @@ Attacks on the reader's memory and time run in a limited worker process in
 test_hostile_weights.py; here are the formats, the messages and the limits.
 """
 import ast
-import io
 import mmap
 import os
 import pickle
@@ -14,11 +13,11 @@ import numpy as np
 import pytest
 
 import weight_files
-from weight_formats import (PY2_CLOSE, PY2_OPEN, RECONSTRUCT, np_save_npy, npy_header,
-                            npy_member, npz_bytes, py2_array, py2_dtype, py2_layer_entries,
-                            py2_ndarray, py2_npy, py2_str, py2_tuple, py3_npy, raw_zip, stored,
-                            deflated,
-                            tiny_layers, tiny_shapes, write_py2_weights_npy)
+from weight_formats import (PY2_CLOSE, PY2_OPEN, RECONSTRUCT, deflated, np_save_npy,
+                            npy_header, npy_member, npz_bytes, npz_members, py2_array,
+                            py2_dtype, py2_layer_entries, py2_ndarray, py2_npy, py2_str,
+                            py2_tuple, py3_npy, raw_zip, stored, tiny_layers, tiny_shapes,
+                            write_py2_weights_npy)
 
 LAYERS = tiny_layers(num_classes=2, seed=0)
 
@@ -52,12 +51,6 @@ def with_layer(layer, weights=None, biases=None, layers=LAYERS):
     w, b = changed[layer]
     changed[layer] = (w if weights is None else weights, b if biases is None else biases)
     return changed
-
-
-def npz_members(layers=LAYERS):
-    """The stored zip members of an .npz of `layers` (raw_zip puts them together)."""
-    return [stored(key + '.npy', npy_member(layers[key.split('/')[0]][key.endswith('biases')]))
-            for key in weight_files.ARRAY_KEYS]
 
 
 def py2_file(tmp_path, layers):
@@ -260,7 +253,7 @@ def test_missing_layer(tmp_path, kind):
 
 
 def test_npz_missing_half_a_layer(tmp_path):
-    members = [member for member in npz_members() if member[0] != 'conv3/biases.npy']
+    members = [member for member in npz_members(LAYERS) if member[0] != 'conv3/biases.npy']
     message = error_of(write(tmp_path, raw_zip(members), 'w.npz'))
     assert 'conv3/biases is missing' in message and 'save_npz' in message
 
@@ -325,7 +318,7 @@ def test_data_shorter_than_its_shape(tmp_path):
 
 
 def test_npz_member_shorter_than_its_header_says(tmp_path):
-    members = npz_members()
+    members = npz_members(LAYERS)
     name, data = members[10][:2]                        # fc6/weights: 24 bytes of values
     members[10] = stored(name, data[:-8])
     path = write(tmp_path, raw_zip(members), 'w.npz')
@@ -335,7 +328,7 @@ def test_npz_member_shorter_than_its_header_says(tmp_path):
 
 
 def test_npz_member_sizes_are_checked_before_reading(tmp_path):
-    members = npz_members()
+    members = npz_members(LAYERS)
     values = np.random.RandomState(0).standard_normal(1 << 19).astype(np.float32)  # no bomb
     members[0] = deflated('conv1/weights.npy', npy_member(values))
     message = error_of(write(tmp_path, raw_zip(members), 'w.npz'))
@@ -351,7 +344,7 @@ def test_npz_checksum(tmp_path):
 
 
 def test_npz_with_pickled_objects_is_refused(tmp_path):
-    members = npz_members()
+    members = npz_members(LAYERS)
     holder = np.empty(1, dtype=object)
     holder[0] = {'a': 1}
     members[0] = stored('conv1/weights.npy', npy_header('(1,)') + pickle.dumps(holder))
@@ -419,7 +412,7 @@ def test_fortran_order_and_repeated_layers(tmp_path):
     ([b'cat', b'dog'], '|S3', "class_names has dtype '|S3'"),
 ])
 def test_bad_class_names(tmp_path, names, dtype, phrase):
-    members = npz_members()
+    members = npz_members(LAYERS)
     members.append(stored('class_names.npy', npy_member(np.array(names, dtype=dtype))))
     path = write(tmp_path, raw_zip(members), 'w.npz')
     assert phrase in error_of(path)
@@ -430,7 +423,7 @@ def test_bad_class_names(tmp_path, names, dtype, phrase):
 def test_class_names_must_be_valid_unicode(tmp_path):
     member = bytearray(npy_member(np.array(['cat', 'dog'], dtype='<U3')))
     member[-4:] = struct.pack('<I', 0x110000)             # beyond Unicode
-    members = npz_members() + [stored('class_names.npy', bytes(member))]
+    members = npz_members(LAYERS) + [stored('class_names.npy', bytes(member))]
     path = write(tmp_path, raw_zip(members), 'w.npz')
     assert 'class_names is not valid unicode' in error_of(path)
 
@@ -447,12 +440,12 @@ def test_class_names_must_be_valid_unicode(tmp_path):
      'conv1/weights.npy declares 5000 bytes from 200 compressed bytes'),
 ])
 def test_zip_directory_is_checked_before_reading(tmp_path, change, phrase):
-    path = write(tmp_path, raw_zip(change(npz_members())), 'w.npz')
+    path = write(tmp_path, raw_zip(change(npz_members(LAYERS))), 'w.npz')
     assert phrase in error_of(path)
 
 
 def test_zip_truncated_or_with_bytes_after_its_end(tmp_path):
-    data = raw_zip(npz_members())
+    data = raw_zip(npz_members(LAYERS))
     assert 'no zip end record' in error_of(write(tmp_path, data[:-10], 'w.npz'))
     assert 'bytes after the zip end record' in error_of(write(tmp_path, data + b'x', 'w.npz'))
     assert 'not where its end record says' in error_of(write(tmp_path, data[:1000] + data[1010:],

@@ -188,6 +188,12 @@ def stored(name, data):
     return (name, data, 0, len(data), zlib.crc32(data))
 
 
+def npz_members(layers):
+    """save_npz's members of `layers`, stored, for raw_zip (to change or add some)."""
+    return [stored(key + '.npy', npy_member(layers[key.split('/')[0]][key.endswith('biases')]))
+            for key in weight_files.ARRAY_KEYS]
+
+
 def deflated(name, data):
     compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     return (name, compressor.compress(data) + compressor.flush(), 8, len(data), zlib.crc32(data))
