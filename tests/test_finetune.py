@@ -97,6 +97,20 @@ def test_fc8_starts_new_when_classes_differ(tmp_path, bvlc_npy, capsys):
     assert finetune.layers_to_load('none', ['fc8'], 2) == list(finetune.alexnet.LAYER_NAMES)
 
 
+def test_pretrained_file_is_checked_against_alexnets_shapes(tmp_path, monkeypatch):
+    seen = []
+
+    def load_weights(path, expected=None):
+        seen.append(expected)
+        raise weight_files.WeightFileError('refused by the test')
+    monkeypatch.setattr(weight_files, 'load_weights', load_weights)
+    path = tmp_path / 'w.npy'
+    path.write_bytes(b'')
+    with pytest.raises(weight_files.WeightFileError, match='refused by the test'):
+        finetune.layers_to_load(str(path), ['fc8'], num_classes=2)
+    assert seen == [finetune.alexnet.expected_weight_shapes]
+
+
 @pytest.mark.slow
 def test_resume_continues_where_it_stopped(dataset, tmp_path):
     keep = ('--keep-checkpoints', '2')

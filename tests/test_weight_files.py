@@ -309,12 +309,13 @@ def test_non_finite_values_are_counted(tmp_path, kind):
     assert 'fc6/weights has 4 NaN or infinite values (of 6)' in error_of(path)
 
 
-def test_data_shorter_than_its_shape(tmp_path):
-    short = py2_ndarray((3, 3, 1, 2), py2_dtype('f4', '<'), py2_str(b'\0' * 64))
+@pytest.mark.parametrize('size', [64, 76])
+def test_data_not_the_size_of_its_shape(tmp_path, size):
+    array = py2_ndarray((3, 3, 1, 2), py2_dtype('f4', '<'), py2_str(b'\0' * size))
     entries = py2_layer_entries(LAYERS)
-    entries[0] = (entries[0][0], b']' + b'(' + short + py2_array(LAYERS['conv1'][1]) + b'e')
+    entries[0] = (entries[0][0], b']' + b'(' + array + py2_array(LAYERS['conv1'][1]) + b'e')
     message = error_of(write(tmp_path, py2_npy(entries)))
-    assert 'conv1/weights holds 64 bytes of data, its shape (3, 3, 1, 2) needs 72' in message
+    assert 'conv1/weights holds %d bytes of data, its shape (3, 3, 1, 2) needs 72' % size in message
 
 
 def test_npz_member_shorter_than_its_header_says(tmp_path):
@@ -442,6 +443,14 @@ def test_class_names_must_be_valid_unicode(tmp_path):
 def test_zip_directory_is_checked_before_reading(tmp_path, change, phrase):
     path = write(tmp_path, raw_zip(change(npz_members(LAYERS))), 'w.npz')
     assert phrase in error_of(path)
+
+
+def test_zip_members_may_not_overlap(tmp_path):
+    data = bytearray(raw_zip(npz_members(LAYERS)))
+    entry = data.index(b'PK\x01\x02')         # conv1/weights.npy's directory entry
+    size = struct.unpack_from('<L', data, entry + 20)[0]
+    struct.pack_into('<LL', data, entry + 20, size + 100, size + 100)   # into conv1/biases
+    assert 'zip members overlap' in error_of(write(tmp_path, bytes(data), 'w.npz'))
 
 
 def test_zip_truncated_or_with_bytes_after_its_end(tmp_path):
