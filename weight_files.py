@@ -37,7 +37,7 @@ opcodes, stack, memo, nesting, strings (they must lie inside the file), zip
 members and their declared and inflated sizes.
 
 The file is memory-mapped, not read: arrays in this machine's byte order are
-read-only views of the mapping (no copy of the 244 MB); byte-swapped arrays and
+read-only views of the mapping (no copy of the 233 MiB); byte-swapped arrays and
 deflated .npz members are copies. The mapping lives as long as its arrays.
 Replacing or deleting the file meanwhile is safe (download.py renames a finished
 download into place), but writing into or truncating the same file while its
@@ -69,7 +69,7 @@ GET_WEIGHTS_HINT = ('download it with `python download.py weights` '
 SAVE_NPZ_HINT = ('use an .npz written by weight_files.save_npz (finetune.py writes '
                  'weights.npz so)')
 
-# Limits. bvlc_alexnet.npy is 244 MB and a few hundred pickle opcodes nested 7 deep;
+# Limits. bvlc_alexnet.npy is 233 MiB and a few hundred pickle opcodes nested 9 deep;
 # each limit is far above what a real file needs, far below what exhausts memory or time.
 MAX_FILE_BYTES = 1 << 30         # the file; also an .npz's members inflated, in all
 MAX_CLASSES = 100000             # fc8's outputs
@@ -149,6 +149,10 @@ def save_npz(path, layers, class_names=None):
 
     The file appears under its name only once completely written, so an
     interrupted save never leaves a half file behind.
+
+    Raises:
+      ValueError: a class name load_class_names would refuse (too long, control
+        characters), before anything is written.
     """
     path = os.fspath(path)
     arrays = {}
@@ -157,6 +161,11 @@ def save_npz(path, layers, class_names=None):
         arrays[layer + '/biases'] = np.asarray(biases, np.float32)
     if class_names is not None:
         names = [str(name) for name in class_names]
+        for name in names:
+            if len(name) > MAX_CLASS_NAME_CHARS or _CONTROL.search(name):
+                raise ValueError('class name %r is longer than %d characters or has control '
+                                 'characters; rename that class'
+                                 % (name[:40], MAX_CLASS_NAME_CHARS))
         longest = max([len(name) for name in names] + [1])
         arrays[CLASS_NAMES_KEY] = np.array(names, dtype='<U%d' % longest)   # UTF-32, as read
     folder = os.path.dirname(os.path.abspath(path))
@@ -222,7 +231,7 @@ def _map_file(path):
                               % (path, getattr(err, 'strerror', None) or err)) from None
     if max(size, len(data)) > MAX_FILE_BYTES:
         raise WeightFileError('%s: %d bytes, more than any AlexNet weight file (the limit is '
-                              '%d; bvlc_alexnet.npy has 244 MB); check that it is the right file'
+                              '%d; bvlc_alexnet.npy has 233 MiB); check that it is the right file'
                               % (path, max(size, len(data)), MAX_FILE_BYTES))
     return data
 

@@ -150,6 +150,13 @@ def test_npz_round_trip_with_class_names(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ['w.npz']   # no temporary left behind
 
 
+@pytest.mark.parametrize('name', ['x' * 257, 'cat\n', 'd\x1b[2Jog'])
+def test_save_npz_refuses_class_names_it_could_not_read(tmp_path, name):
+    with pytest.raises(ValueError, match='rename that class'):
+        weight_files.save_npz(str(tmp_path / 'w.npz'), LAYERS, class_names=['cat', name])
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_npz_with_deflated_members(tmp_path):
     path = write(tmp_path, npz_bytes(LAYERS, ['Katze', 'Hund'], compressed=True), 'w.npz')
     assert_same(weight_files.load_weights(path, expected=tiny_shapes), LAYERS)
