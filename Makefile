@@ -1,5 +1,5 @@
 # make demo: set up and run the main job.  make test: set up and run the tests.
-# make fuzz: 100,000 mutated weight files through the loader (SEED=0; about 4 minutes).
+# make fuzz: 100,000 mutated weight files through the loader (SEED=0; 2-4 minutes).
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
