@@ -1,9 +1,11 @@
 # make demo: set up and run the main job.  make test: set up and run the tests.
+# make fuzz: 100,000 mutated weight files through the loader (SEED=0; 2-4 minutes).
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
+SEED ?= 0
 
-.PHONY: demo test test-fast clean
+.PHONY: demo test test-fast fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +32,9 @@ test: $(VENV)/.dev
 
 test-fast: $(VENV)/.dev
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not slow" tests
+
+fuzz: $(VENV)/.runtime
+	$(BIN)/python tests/fuzz_weights.py --cases 100000 --seed $(SEED)
 
 clean:
 	rm -rf $(VENV)

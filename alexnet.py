@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import os
 import sys
 
@@ -36,7 +37,7 @@ from preprocessing import IMAGE_SIZE
 
 DEFAULT_WEIGHTS_PATH = 'weights/bvlc_alexnet.npy'
 NUM_CLASSES = 1000
-LAYER_NAMES = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'fc8')
+LAYER_NAMES = weight_files.LAYER_NAMES   # conv1..conv5, fc6..fc8: the weight files' keys
 HEAD_LAYERS = ('fc6', 'fc7', 'fc8')   # where a head on cached features may start
 
 # Caffe's LRN: b = a / (k + alpha / n * sum(a^2 over n=5 channels))^beta.
@@ -261,7 +262,9 @@ class AlexNet(object):
         """
         path = weights_path or self.weights_path
         skip_layer = self.skip_layer if skip_layer is None else tuple(skip_layer)
-        layers = weight_files.load_weights(path)
+        # The file must be a whole AlexNet of its own class count; then the layers
+        # loaded here must fit this graph.
+        layers = weight_files.load_weights(path, expected=expected_weight_shapes)
         weight_files.check_shapes(path, layers, self.weight_shapes(), skip_layer)
         feed, ops = {}, []
         for name in LAYER_NAMES:
@@ -281,10 +284,19 @@ class AlexNet(object):
 
 
 def expected_weight_shapes(num_classes=NUM_CLASSES):
-    """{layer: (weights shape, biases shape)} for a weight file of `num_classes`."""
+    """{layer: (weights shape, biases shape)} for a weight file of `num_classes`.
+
+    Read off a built graph, once per class count (weight_files.load_weights calls
+    this for every file it checks); each call returns a new dict.
+    """
+    return dict(_weight_shapes(int(num_classes)))
+
+
+@functools.lru_cache(maxsize=32)
+def _weight_shapes(num_classes):
     with tf.Graph().as_default():
         x = tf.placeholder(tf.float32, [None, IMAGE_SIZE, IMAGE_SIZE, 3])
-        return AlexNet(x, num_classes=num_classes).weight_shapes()
+        return tuple(AlexNet(x, num_classes=num_classes).weight_shapes().items())
 
 
 # --- The course's layer table ---------------------------------------------

@@ -23,8 +23,9 @@ the other scripts look for it:
 3. No body is trusted to end by itself: it may not run past the length the
    server announced, and one without a length stops at the target's
    ``max_bytes`` (the ``TARGETS`` table below).
-4. The complete file is verified: the weights must have every AlexNet layer with
-   its shape (weight_files.check_shapes); the zip's directory must stay within
+4. The complete file is verified: the weights must be a whole, finite AlexNet with
+   every layer in its shape (weight_files.load_weights with the expected shapes);
+   the zip's directory must stay within
    the unpacking bounds below and every member must pass its CRC.
 5. Only then is it renamed to its final name (the zip is then unpacked into a
    temporary folder and renamed to ``PetImages`` the same way).
@@ -483,8 +484,7 @@ def expected_shapes():
 
 def verify_weights(path):
     """Raises weight_files.WeightFileError unless `path` holds every AlexNet layer in shape."""
-    layers = weight_files.load_weights(path)
-    weight_files.check_shapes(path, layers, expected_shapes())
+    weight_files.load_weights(path, expected=expected_shapes())
 
 
 def verify_zip(path):

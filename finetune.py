@@ -421,7 +421,7 @@ def layers_to_load(weights, train_layers, num_classes):
     if not os.path.isfile(weights):
         raise RunError('no pretrained weights at %s: %s; or pass --weights none to train '
                        'from scratch' % (display_path(weights), weight_files.GET_WEIGHTS_HINT))
-    file_layers = weight_files.load_weights(weights)
+    file_layers = weight_files.load_weights(weights, expected=alexnet.expected_weight_shapes)
     expected = alexnet.expected_weight_shapes(num_classes)
     skip = []
     for layer in train_layers:

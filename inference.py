@@ -88,7 +88,8 @@ def num_classes_of(source):
                 '%s: no AlexNet fc8 in this checkpoint (%s); pass a fine-tuning run or its '
                 'weights.npz' % (image_files.display_path(checkpoint),
                                  command_line.one_line(err))) from None
-    return weight_files.load_weights(source)['fc8'][1].shape[0]
+    layers = weight_files.load_weights(source, expected=alexnet.expected_weight_shapes)
+    return layers['fc8'][1].shape[0]
 
 
 def _checkpoint(source):

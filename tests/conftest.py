@@ -3,7 +3,6 @@ import contextlib
 import io
 import os
 import shutil
-import struct
 import sys
 
 import numpy as np
@@ -67,71 +66,9 @@ def read_epoch(dataset_fn, feed=None):
     return (np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches]))
 
 
-# --- Python 2 pickles, written opcode by opcode ----------------------------
-# np.save under Python 2 pickles (protocol 2) the 0-d object array that holds the
-# dict; its strings are Python 2 `str`, i.e. the BINSTRING / SHORT_BINSTRING
-# opcodes that Python 3's pickle never emits. So the bytes are written here by hand.
-
-def _py2_str(data):
-    if isinstance(data, str):
-        data = data.encode('latin1')
-    if len(data) < 256:
-        return b'U' + bytes([len(data)]) + data            # SHORT_BINSTRING
-    return b'T' + struct.pack('<i', len(data)) + data        # BINSTRING
-
-
-def _py2_int(value):
-    if 0 <= value < 256:
-        return b'K' + bytes([value])                         # BININT1
-    return b'J' + struct.pack('<i', value)                   # BININT
-
-
-def _py2_dtype(descr, byteorder):
-    # numpy.dtype(descr, 0, 1), then BUILD with its 8-tuple state
-    return (b'cnumpy\ndtype\n' + _py2_str(descr) + _py2_int(0) + _py2_int(1) + b'\x87R'
-            + b'(' + _py2_int(3) + _py2_str(byteorder) + b'NNN' + _py2_int(-1) + _py2_int(-1)
-            + _py2_int(63 if descr == 'O8' else 0) + b'tb')
-
-
-def _py2_ndarray(shape, dtype_pickle, payload):
-    """_reconstruct(ndarray, (0,), 'b') then BUILD (1, shape, dtype, False, payload)."""
-    shape_pickle = b'(' + b''.join(_py2_int(d) for d in shape) + b't'
-    return (b'cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n'
-            + _py2_int(0) + b'\x85' + _py2_str('b') + b'\x87R'
-            + b'(' + _py2_int(1) + shape_pickle + dtype_pickle + b'\x89' + payload + b'tb')
-
-
-def _py2_float_array(array):
-    array = np.ascontiguousarray(array, dtype='<f4')
-    return _py2_ndarray(array.shape, _py2_dtype('f4', '<'), _py2_str(array.tobytes()))
-
-
-def npy_header(shape_text='()', descr="'|O'"):
-    header = "{'descr': %s, 'fortran_order': False, 'shape': %s, }" % (descr, shape_text)
-    header = header.encode('latin1')
-    header += b' ' * (63 - (10 + len(header)) % 64) + b'\n'
-    return b'\x93NUMPY\x01\x00' + struct.pack('<H', len(header)) + header
-
-
-def write_py2_weights_npy(path, layers, unicode_keys=False):
-    """Writes {layer: (W, b)} exactly as Python 2's np.save wrote bvlc_alexnet.npy.
-
-    Keys are Python 2 `str` (SHORT_BINSTRING), or `unicode` (BINUNICODE) if asked.
-    """
-    with open(path, 'wb') as f:
-        f.write(npy_header())
-        f.write(b'\x80\x02')
-        # the 0-d object array whose one element is the dict of layers
-        f.write(b'cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n'
-                + _py2_int(0) + b'\x85' + _py2_str('b') + b'\x87R'
-                + b'(' + _py2_int(1) + b')' + _py2_dtype('O8', '|') + b'\x89' + b']')
-        f.write(b'}(')
-        for name, (weights, biases) in layers.items():
-            key = name.encode('utf-8')
-            f.write(b'X' + struct.pack('<I', len(key)) + key if unicode_keys else _py2_str(key))
-            f.write(b']' + b'(' + _py2_float_array(weights) + _py2_float_array(biases) + b'e')
-        f.write(b'u')                       # SETITEMS closes the dict
-        f.write(b'a' + b'tb' + b'.')        # APPEND dict to the list, finish the state, BUILD, STOP
+# bvlc_alexnet.npy in the real Python 2 format, written opcode by opcode, lives in
+# weight_formats.py (no TensorFlow there, so the fuzz worker can use it too).
+from weight_formats import write_py2_weights_npy  # noqa: E402,F401
 
 
 def random_layers(num_classes=1000, seed=0, scale=None):

@@ -8,6 +8,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 import alexnet
+import inference
 import weight_files
 
 EXPECTED_VARIABLES = {'%s/%s:0' % (layer, part) for layer in alexnet.LAYER_NAMES
@@ -152,6 +153,37 @@ def test_two_classes_need_fc8_skipped(graph, bvlc_npy):
     assert str(bvlc_npy) in message and 'fc8/weights' in message
     assert '(4096, 1000)' in message and '(4096, 2)' in message and 'skip_layer' in message
     assert '\n' not in message
+
+
+def checked_with(monkeypatch):
+    """Makes weight_files.load_weights record its `expected` and refuse; returns the record."""
+    seen = []
+
+    def load_weights(path, expected=None):
+        seen.append(expected)
+        raise weight_files.WeightFileError('refused by the test')
+    monkeypatch.setattr(weight_files, 'load_weights', load_weights)
+    return seen
+
+
+def test_weight_files_are_checked_against_alexnets_shapes(graph, tmp_path, monkeypatch):
+    seen = checked_with(monkeypatch)
+    path = str(tmp_path / 'w.npz')
+    model = build(num_classes=2)
+    for load in (lambda: inference.num_classes_of(path),
+                 lambda: model.load_initial_weights(None, path, skip_layer=['fc8'])):
+        with pytest.raises(weight_files.WeightFileError, match='refused by the test'):
+            load()
+    assert seen == [alexnet.expected_weight_shapes] * 2
+
+
+def test_expected_weight_shapes_are_cached_copies():
+    shapes = alexnet.expected_weight_shapes(3)
+    assert shapes['fc8'] == ((4096, 3), (3,)) and shapes['conv2'] == ((5, 5, 48, 256), (256,))
+    shapes['fc8'] = None                       # a caller changing its copy changes nothing
+    hits = alexnet._weight_shapes.cache_info().hits
+    assert alexnet.expected_weight_shapes(3)['fc8'] == ((4096, 3), (3,))
+    assert alexnet._weight_shapes.cache_info().hits == hits + 1
 
 
 def test_layer_table_totals():

@@ -25,12 +25,13 @@ import numpy as np
 import pytest
 
 import download
+import weight_formats
 from conftest import write_py2_weights_npy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A tiny stand-in for bvlc_alexnet's layer shapes, so fixtures stay a few KB.
-TINY_SHAPES = {'conv1': ((2, 2, 3, 4), (4,)), 'fc8': ((4, 10), (10,))}
+TINY_SHAPES = weight_formats.tiny_shapes(10)   # all of AlexNet's layers, a few values each
 ETAG = '"v1"'
 LAST_MODIFIED = 'Tue, 15 Nov 1994 08:12:31 GMT'
 
@@ -684,14 +685,14 @@ def test_bad_weights_never_get_the_final_name(serve, tmp_path, tiny_shapes, caps
     elif fault == 'html':
         payload = b'<html>an error page, served as 200 OK</html>'
     else:
-        payload = _weights_bytes(tmp_path, {'conv1': TINY_SHAPES['conv1'],
-                                            'fc8': ((4, 2), (2,))})
+        payload = _weights_bytes(tmp_path, weight_formats.tiny_shapes(2))
     url, _ = serve(payload, name='bvlc_alexnet.npy')
     dest = tmp_path / 'bvlc_alexnet.npy'
     message = _error_of(['weights', '--url', url, '--dest', str(dest), '--no-progress'],
                         capsys)
     assert 'failed its check' in message
-    assert {'wrong shape': 'fc8/weights has shape (4, 2)', 'truncated': 'truncated or corrupt',
+    assert {'wrong shape': 'fc8/weights has shape (3, 2), the model expects (3, 10)',
+            'truncated': 'truncated or corrupt',
             'html': 'neither a .npy nor a .npz'}[fault] in message
     assert os.listdir(str(tmp_path)) == []        # neither the file nor a .part nor a record
 

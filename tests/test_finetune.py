@@ -184,6 +184,20 @@ def test_missing_weights_stop_with_instructions_and_leave_no_run_folder(dataset,
     assert not (tmp_path / 'run').exists()
 
 
+def test_pretrained_file_is_checked_against_alexnets_shapes(tmp_path, monkeypatch):
+    seen = []
+
+    def load_weights(path, expected=None):
+        seen.append(expected)
+        raise weight_files.WeightFileError('refused by the test')
+    monkeypatch.setattr(weight_files, 'load_weights', load_weights)
+    path = tmp_path / 'w.npy'
+    path.write_bytes(b'')
+    with pytest.raises(weight_files.WeightFileError, match='refused by the test'):
+        finetune.layers_to_load(str(path), ['fc8'], num_classes=2)
+    assert seen == [finetune.alexnet.expected_weight_shapes]
+
+
 def test_missing_data_and_nothing_to_resume(dataset, tmp_path, capsys):
     assert run(str(tmp_path / 'nowhere'), tmp_path / 'run', '--weights', 'none') == 2
     assert 'does not exist' in capsys.readouterr().err
