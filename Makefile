@@ -18,8 +18,8 @@ $(VENV)/.dev: requirements-dev.txt requirements.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --no-cache-dir --disable-pip-version-check -r requirements-dev.txt
 	touch $(VENV)/.runtime $@
 
-# Without weights/bvlc_alexnet.npy the demo trains from random weights, and says so.
-DEMO_WEIGHTS = $(if $(wildcard weights/bvlc_alexnet.npy),,--weights none)
+# Without weights/bvlc_alexnet.npz the demo trains from random weights, and says so.
+DEMO_WEIGHTS = $(if $(wildcard weights/bvlc_alexnet.npz),,--weights none)
 
 demo: $(VENV)/.runtime
 	@echo "== Demo: fine-tune AlexNet's fc6-fc8 on the 5 photos in data/sample (a smoke run of the pipeline) =="

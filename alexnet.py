@@ -2,7 +2,7 @@
 
 "ImageNet Classification with Deep Convolutional Neural Networks", section 3:
 five convolutional layers and three fully connected ones. This graph is the
-Caffe ``bvlc_alexnet`` model, so that the converted ``bvlc_alexnet.npy`` weights
+Caffe ``bvlc_alexnet`` model, so that its converted weights (``bvlc_alexnet.npz``)
 (variables ``conv1/weights``, ``conv1/biases``, ... named like the file's keys)
 load into it. It differs from the paper where bvlc_alexnet does:
 
@@ -35,7 +35,7 @@ import command_line
 import weight_files
 from preprocessing import IMAGE_SIZE
 
-DEFAULT_WEIGHTS_PATH = 'weights/bvlc_alexnet.npy'
+DEFAULT_WEIGHTS_PATH = 'weights/bvlc_alexnet.npz'   # download.py weights writes it
 NUM_CLASSES = 1000
 LAYER_NAMES = weight_files.LAYER_NAMES   # conv1..conv5, fc6..fc8: the weight files' keys
 HEAD_LAYERS = ('fc6', 'fc7', 'fc8')   # where a head on cached features may start

@@ -30,7 +30,7 @@ Measures, each part in a fresh Python process (so its peak resident memory is it
     python bench.py --quick               # small settings (the test)
 
 Writes the numbers to bench.json (--out). Weights are random (speed does not
-depend on their values); the epoch runs use weights/bvlc_alexnet.npy when it
+depend on their values); the epoch runs use weights/bvlc_alexnet.npz when it
 exists, else random He-scaled stand-ins, so their accuracy only compares naive
 with cached.
 """

@@ -57,7 +57,8 @@ def positive_int(text):
 
 def add_weights(parser, default, what='the weights'):
     parser.add_argument('--weights', default=default,
-                        help="%s: bvlc_alexnet.npy, a fine-tuned weights.npz, a checkpoint, a "
+                        help="%s: a weight file (bvlc_alexnet.npz, .npy or .caffemodel, a "
+                             "fine-tuned weights.npz), a checkpoint, a "
                              "run folder (its newest checkpoint), or 'none' for random "
                              'weights' % what)
 

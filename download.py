@@ -1,11 +1,26 @@
 """Downloads what the course needs: the pretrained weights and the Cats and Dogs photos.
 
-    python download.py weights     # -> weights/bvlc_alexnet.npy (233 MB)
+    python download.py weights     # -> weights/bvlc_alexnet.npz (233 MB)
     python download.py petimages   # -> data/PetImages/Cat, data/PetImages/Dog (787 MB zip)
 
-The weights are Caffe's bvlc_alexnet (the paper's network, section 3) converted
-to NumPy by the caffe-tensorflow project; the photos are Microsoft's Kaggle
-"Dogs vs. Cats" set, used by the fine-tuning homework.
+The weights are Caffe's bvlc_alexnet (the paper's network, section 3), taken
+from the first source that answers, in this order:
+
+1. the BVLC model zoo's bvlc_alexnet.caffemodel (232 MB), checked against its
+   published SHA-1 9116a64c0fbe4459d18f4bb6b56d647b63920377 before anything
+   reads it, from dl.caffe.berkeleyvision.org, then from MXNet's mirror of the
+   same file;
+2. the course's bvlc_alexnet.npy (Caffe's converted by caffe-tensorflow), whose
+   every layer is checked (no checksum is published for it).
+
+Either is converted to weights/bvlc_alexnet.npz, this project's safe format,
+which every script reads by default; the downloaded file stays beside it (the
+caffemodel is what `python alexnet.py --check-against-opencv` runs). A
+bvlc_alexnet.caffemodel or .npy already in weights/ (from a course share, say)
+is converted without the network. Caffe's mean image imagenet_mean.binaryproto
+(SHA-1 63e4652e656abc1e87b7a8339a7e02fca63a2c0c, for `evaluate.py --preprocess
+caffe`) comes along; if it cannot be fetched, that is a warning. The photos are
+Microsoft's Kaggle "Dogs vs. Cats" set, used by the fine-tuning homework.
 
 How a download goes, so that a half, foreign or broken file never sits where
 the other scripts look for it:
@@ -43,6 +58,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import hashlib
 import http.client
 import json
 import os
@@ -59,12 +75,20 @@ import zlib
 
 from tqdm import tqdm
 
+import caffemodel
 import command_line
 import weight_files
 
 MB = 10 ** 6
 
 WEIGHTS_URL = 'http://www.cs.toronto.edu/~guerzhoy/tf_alexnet/bvlc_alexnet.npy'
+CAFFEMODEL_URLS = (
+    'http://dl.caffe.berkeleyvision.org/bvlc_alexnet.caffemodel',
+    'https://apache-mxnet.s3-accelerate.dualstack.amazonaws.com/caffe/models/bvlc_alexnet/'
+    'bvlc_alexnet.caffemodel',
+)
+MEAN_URL = ('https://apache-mxnet.s3-accelerate.dualstack.amazonaws.com/caffe/models/'
+            'bvlc_alexnet/imagenet_mean.binaryproto')
 PETIMAGES_URL = ('https://download.microsoft.com/download/3/E/1/'
                  '3E1C3F21-ECDB-4869-8368-6DEBA77B919F/kagglecatsanddogs_5340.zip')
 PETIMAGES_FOLDER = 'PetImages'    # the zip's top folder, holding Cat/ and Dog/
@@ -75,9 +99,19 @@ PETIMAGES_FOLDER = 'PetImages'    # the zip's top folder, holding Cat/ and Dog/
 #   hostile server cannot fill the disk. About 1.2 times the real file.
 Target = collections.namedtuple('Target', ['url', 'dest', 'max_bytes'])
 TARGETS = {
-    'weights': Target(WEIGHTS_URL, 'weights/bvlc_alexnet.npy', 300 * MB),  # 233 MiB = 244 MB
-    'petimages': Target(PETIMAGES_URL, 'data', 1000 * MB),                 # 787 MiB = 825 MB
+    'weights': Target(None, 'weights/bvlc_alexnet.npz', 300 * MB),   # 233 MiB = 244 MB
+    'petimages': Target(PETIMAGES_URL, 'data', 1000 * MB),         # 787 MiB = 825 MB
 }
+
+# One place to get a file from: its address, its name in weights/, the SHA-1 it
+# must have (None: none is published; then its contents are checked), its bound.
+Source = collections.namedtuple('Source', ['url', 'name', 'sha1', 'max_bytes'])
+BVLC_ALEXNET_SHA1 = '9116a64c0fbe4459d18f4bb6b56d647b63920377'
+IMAGENET_MEAN_SHA1 = '63e4652e656abc1e87b7a8339a7e02fca63a2c0c'
+WEIGHT_SOURCES = tuple(Source(url, 'bvlc_alexnet.caffemodel', BVLC_ALEXNET_SHA1, 300 * MB)
+                       for url in CAFFEMODEL_URLS) + (
+    Source(WEIGHTS_URL, 'bvlc_alexnet.npy', None, 300 * MB),)
+MEAN_SOURCE = Source(MEAN_URL, 'imagenet_mean.binaryproto', IMAGENET_MEAN_SHA1, 2 * MB)
 
 # Bounds on unpacking the zip, with margin: PetImages holds 25,000 JPEGs (they
 # hardly compress: ratio about 1:1) in 787 MiB, in a central directory of a few MB.
@@ -656,16 +690,111 @@ def _unpack_member(archive, zip_path, member, staging):
 
 # --- The two things to download ------------------------------------------------
 
-def download_weights(url, dest, max_bytes, progress=True):
+def sha1_of(path):
+    digest = hashlib.sha1()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(CHUNK_SIZE), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_source(source, path):
+    """Raises DownloadError or WeightFileError unless `path` is what `source` promises:
+    the published SHA-1 (checked before anything parses the file), then the contents."""
+    if source.sha1:
+        found = sha1_of(path)
+        if found != source.sha1:
+            raise DownloadError('its SHA-1 is %s, not %s (%s)' % (found, source.sha1,
+                                                                   source.name))
+    if source.name.endswith(weight_files.CAFFEMODEL_SUFFIX):
+        caffemodel.read_caffemodel(path, expected_shapes())
+    elif source.name.endswith('.binaryproto'):
+        caffemodel.read_mean_image(path)
+    else:
+        verify_weights(path)
+
+
+def convert_weights(source_path, dest):
+    """Writes the weights of a checked .caffemodel or .npy as the project's .npz at dest."""
+    layers = weight_files.load_weights(source_path, expected=expected_shapes())
+    weight_files.save_npz(dest, layers)
+    verify_weights(dest)
+
+
+def download_weights(dest, sources=None, mean=MEAN_SOURCE, progress=True):
+    """Gets bvlc_alexnet from the first source that answers and writes it as dest (.npz).
+
+    A source file already beside dest is used without the network. A source that
+    cannot be reached, or whose file fails its check, is reported and the next is
+    tried. Then the mean image, if `mean` is given; its failure is a warning.
+
+    Args:
+      dest: the .npz to write.
+      sources: Sources in the order to try; default WEIGHT_SOURCES.
+      mean: the Source of the mean image, or None.
+    Raises:
+      DownloadError: no source gave the weights (the message lists why each failed).
+    """
+    sources = WEIGHT_SOURCES if sources is None else sources
     if os.path.exists(dest):
         try:
             verify_weights(dest)
             print('%s is already there and complete' % dest)
             return dest
         except weight_files.WeightFileError as err:
-            print('%s is there but broken (%s); downloading it again' % (dest, err))
-    fetch(url, dest, max_bytes, verify=verify_weights, progress=progress)
-    print('saved %s (%s, every layer checked)' % (dest, _size(dest)))
+            print('%s is there but broken (%s); getting it again' % (dest, err))
+    folder = os.path.dirname(os.path.abspath(dest))
+    for name in sorted({source.name for source in sources}):
+        local = os.path.join(folder, name)
+        if os.path.exists(local):
+            source = next(s for s in sources if s.name == name)
+            try:
+                check_source(source, local)
+            except (DownloadError, weight_files.WeightFileError) as err:
+                raise DownloadError('%s is there but is not bvlc_alexnet (%s); move it away and '
+                                    'run again' % (local, err)) from None
+            convert_weights(local, dest)
+            print('converted %s to %s (every layer checked)' % (local, dest))
+            return _with_mean(dest, mean, progress)
+    failures = []
+    for number, source in enumerate(sources, 1):
+        local = os.path.join(folder, source.name)
+        try:
+            fetch(source.url, local, source.max_bytes, progress=progress,
+                  verify=lambda part, source=source: check_source(source, part))
+        except DownloadError as err:
+            reason = ' '.join(str(err).split())
+            if len(sources) == 1:
+                raise DownloadError(reason) from None
+            failures.append('%s: %s' % (source.url, reason))
+            if number < len(sources):
+                print('could not get %s (%s); trying the next source' % (source.url, reason),
+                      file=sys.stderr)
+            continue
+        convert_weights(local, dest)
+        print('saved %s (%s, from %s%s, every layer checked)'
+              % (dest, _size(dest), source.url, ', SHA-1 checked' if source.sha1 else ''))
+        return _with_mean(dest, mean, progress)
+    raise DownloadError('no source gave the weights (%s); run the same command again later '
+                        '(it resumes), or put bvlc_alexnet.caffemodel or bvlc_alexnet.npy in %s '
+                        'yourself' % ('; '.join(failures), folder))
+
+
+def _with_mean(dest, mean, progress):
+    """Fetches Caffe's mean image beside dest, unless it is there; a failure is a warning."""
+    if mean is None:
+        return dest
+    path = os.path.join(os.path.dirname(os.path.abspath(dest)), mean.name)
+    try:
+        if os.path.exists(path):
+            check_source(mean, path)
+        else:
+            fetch(mean.url, path, mean.max_bytes, progress=progress,
+                  verify=lambda part: check_source(mean, part))
+            print('saved %s (SHA-1 checked)' % path)
+    except (DownloadError, weight_files.WeightFileError) as err:
+        print('warning: no mean image (%s); only `evaluate.py --preprocess caffe` needs it: run '
+              'the same command again later' % err, file=sys.stderr)
     return dest
 
 
@@ -698,11 +827,14 @@ def parse_args(argv=None):
         description='Download the bvlc_alexnet weights or the Cats and Dogs photos, '
                     'resuming and checking them.')
     parser.add_argument('what', choices=sorted(TARGETS),
-                        help='weights: bvlc_alexnet.npy into weights/; petimages: the '
+                        help='weights: bvlc_alexnet (the caffemodel, SHA-1 checked, else the '
+                             'course\'s .npy) as weights/bvlc_alexnet.npz; petimages: the '
                              'Cats and Dogs zip, unpacked into data/PetImages')
     parser.add_argument('--url', default=None,
-                        help='download from here instead of %s or %s'
-                             % (WEIGHTS_URL, PETIMAGES_URL))
+                        help='download from here instead: for weights a .caffemodel (it must '
+                             'have the BVLC SHA-1) or an .npy/.npz; default: %s, then %s'
+                             % (', '.join(source.url for source in WEIGHT_SOURCES),
+                                PETIMAGES_URL))
     parser.add_argument('--dest', default=None,
                         help='instead of %s (weights) or %s (the folder to hold '
                              'PetImages/)' % (TARGETS['weights'].dest,
@@ -718,13 +850,20 @@ def main(argv=None):
     except SystemExit as exit_:          # --help (0) or a usage error (2)
         return exit_.code
     target = TARGETS[args.what]
-    url = args.url or target.url
     dest = args.dest or target.dest
-    download = download_weights if args.what == 'weights' else download_petimages
+    progress = not args.no_progress
     try:
-        check_url(url)
-        download(url, dest, target.max_bytes, progress=not args.no_progress)
-    except DownloadError as err:
+        if args.what == 'petimages':
+            url = args.url or target.url
+            check_url(url)
+            download_petimages(url, dest, target.max_bytes, progress=progress)
+        elif args.url:
+            check_url(args.url)
+            download_weights(dest, [url_source(args.url, target.max_bytes)], mean=None,
+                             progress=progress)
+        else:
+            download_weights(dest, progress=progress)
+    except (DownloadError, weight_files.WeightFileError) as err:
         return _error(str(err))
     except OSError as err:   # e.g. no permission to write there
         return _error('%s; choose another place with --dest' % err)
@@ -732,6 +871,15 @@ def main(argv=None):
         print('\ninterrupted; run the same command again to resume', file=sys.stderr)
         return 130
     return 0
+
+
+def url_source(url, max_bytes):
+    """The Source of a --url: a .caffemodel must be the BVLC file; anything else is read
+    as an .npy or .npz and checked layer by layer."""
+    name = os.path.basename(urllib.parse.urlparse(url).path) or 'bvlc_alexnet.npy'
+    if name.lower().endswith(weight_files.CAFFEMODEL_SUFFIX):
+        return Source(url, name, BVLC_ALEXNET_SHA1, max_bytes)
+    return Source(url, name, None, max_bytes)
 
 
 def _error(message):

@@ -1,6 +1,6 @@
 """Exports a trained AlexNet for use outside the course, the TensorFlow 1.x way.
 
-Takes any weights this project has -- ``bvlc_alexnet.npy``, a fine-tuned
+Takes any weights this project has -- ``bvlc_alexnet.npz`` (.npy, .caffemodel), a fine-tuned
 ``weights.npz``, a tf.train.Saver checkpoint prefix, a folder with a
 ``checkpoint`` index, or a fine-tuning run folder (its latest checkpoint) --
 and writes, under ``--out``:
@@ -20,7 +20,7 @@ and writes, under ``--out``:
 * ``class_names.txt``: one name per output, in order.
 
     python export_model.py --weights logs/<run> --out exports/catsdogs
-    python export_model.py --weights weights/bvlc_alexnet.npy --out exports/bvlc --format frozen
+    python export_model.py --weights weights/bvlc_alexnet.npz --out exports/bvlc --format frozen
 
 The number of classes comes from fc8's biases in the weights; the names from
 the .npz, the run folder's class_names.txt, or ImageNet's for 1000 classes.

@@ -3,7 +3,8 @@
 Every script that uses a trained network (classify, evaluate, the feature maps,
 retrieval, export) takes its weights from one --weights argument naming
 
-* a weight file: bvlc_alexnet.npy, or a fine-tuned weights.npz;
+* a weight file: bvlc_alexnet.npz (what download.py writes), the course's
+  bvlc_alexnet.npy, Caffe's bvlc_alexnet.caffemodel, or a fine-tuned weights.npz;
 * a checkpoint prefix: logs/<run>/checkpoints/model.ckpt-120;
 * a run folder or a folder of checkpoints: its newest complete checkpoint;
 * 'none' (RANDOM_WEIGHTS): the initial random weights, seeded, to try the
@@ -13,7 +14,7 @@ and runs the graph built here: a photo is read (image_files.read_image),
 preprocessed on its own (preprocessing.preprocess_for_eval, or the paper's ten
 crops), and the windows of several photos go through the network as one batch.
 
-    outputs, used, failed = model_outputs(['a.jpg', 'b.png'], 'weights/bvlc_alexnet.npy')
+    outputs, used, failed = model_outputs(['a.jpg', 'b.png'], 'weights/bvlc_alexnet.npz')
     outputs['center']          # float32 [2, 1000] softmax probabilities
 
 A photo that cannot be read is reported in `failed` and the others go on.

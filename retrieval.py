@@ -10,7 +10,7 @@ center crop, as preprocessing.preprocess_for_eval makes it), then for each query
 image finds its k nearest neighbours and draws them in a row: query first, then
 the neighbours, nearest first, with their distances.
 
-    python retrieval.py images data/sample --weights weights/bvlc_alexnet.npy
+    python retrieval.py images data/sample --weights weights/bvlc_alexnet.npz
     python retrieval.py data/sample --queries images/llama.jpg --top-k 4 --out logs/retrieval_llama.png
 
 Without --queries every image in the folders is a query (up to --max-queries),

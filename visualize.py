@@ -3,13 +3,13 @@
 Three subcommands writing PNGs (figures.py draws them):
 
     # conv1's 96 kernels of 11x11x3 as one grid, like the paper's Figure 3
-    python visualize.py filters --weights weights/bvlc_alexnet.npy --tensorboard-dir logs/filters
+    python visualize.py filters --weights weights/bvlc_alexnet.npz --tensorboard-dir logs/filters
     # an image's 96 conv1 feature maps beside the image, and a group of conv2 kernels
     python visualize.py features --image data/sample/cat/chelsea.jpg
     # several fine-tuning runs' loss and accuracy from their metrics.csv, overlaid
     python visualize.py curves --run logs/pretrained logs/scratch --out logs/curves.png
 
---weights (default weights/bvlc_alexnet.npy) takes the bvlc .npy, a fine-tuned
+--weights (default weights/bvlc_alexnet.npz) takes the bvlc weights, a fine-tuned
 .npz, a checkpoint or a run folder; ``--weights none`` draws random weights,
 and the figure's title says so.
 

@@ -1,7 +1,8 @@
 """Reading and writing AlexNet weight files, safely: parsed by hand, never unpickled.
 
 Two formats hold the same thing, ``{layer: (weights, biases)}`` of float32 arrays for
-the 8 layers conv1..conv5, fc6..fc8:
+the 8 layers conv1..conv5, fc6..fc8 (a third, Caffe's own ``bvlc_alexnet.caffemodel``,
+is read by caffemodel.py; load_weights hands it over by the file's name):
 
 * ``bvlc_alexnet.npy``, the course's file: Caffe's bvlc_alexnet converted by
   caffe-tensorflow and saved by ``np.save`` under Python 2. An ``.npy`` is a magic
@@ -63,9 +64,11 @@ LAYER_NAMES = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'fc8')
 PARTS = ('weights', 'biases')
 ARRAY_KEYS = tuple(layer + '/' + part for layer in LAYER_NAMES for part in PARTS)
 CLASS_NAMES_KEY = 'class_names'
+CAFFEMODEL_SUFFIX = '.caffemodel'    # Caffe's format has no magic bytes: known by its name
 
-GET_WEIGHTS_HINT = ('download it with `python download.py weights` '
-                    '(or put bvlc_alexnet.npy in weights/ yourself)')
+GET_WEIGHTS_HINT = ('get it with `python download.py weights` (it writes '
+                    'weights/bvlc_alexnet.npz from the BVLC caffemodel or the course\'s '
+                    'bvlc_alexnet.npy, fetched or already in weights/)')
 SAVE_NPZ_HINT = ('use an .npz written by weight_files.save_npz (finetune.py writes '
                  'weights.npz so)')
 
@@ -92,10 +95,11 @@ class WeightFileError(ValueError):
 
 
 def load_weights(path, expected=None):
-    """Reads a weight file: bvlc_alexnet.npy (Python 2 or 3 np.save) or this project's .npz.
+    """Reads a weight file: bvlc_alexnet.npy (Python 2 or 3 np.save), this project's .npz,
+    or Caffe's bvlc_alexnet.caffemodel (by its name; caffemodel.py).
 
     Args:
-      path: the .npy or .npz file.
+      path: the .npy, .npz or .caffemodel file.
       expected: the shapes the file must have: a dict {layer: (weights shape,
         biases shape)} for every layer, or a callable num_classes -> such a dict
         (num_classes is read from fc8's biases), e.g. alexnet.expected_weight_shapes.
@@ -110,14 +114,21 @@ def load_weights(path, expected=None):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise WeightFileError('%s: no such file; %s' % (path, GET_WEIGHTS_HINT))
+    if path.lower().endswith(CAFFEMODEL_SUFFIX):
+        # Caffe's own format (a protobuf, no magic bytes): caffemodel.py reads it.
+        import caffemodel    # it imports this module for WeightFileError
+        if expected is None:
+            raise WeightFileError('%s: a caffemodel is read against the model\'s shapes; pass '
+                                  'expected=alexnet.expected_weight_shapes' % path)
+        return caffemodel.read_caffemodel(path, expected)
     data = _map_file(path)
     if data[:6] == NPY_MAGIC:
         arrays = _load_npy(path, data, expected)
     elif data[:2] == b'PK':
         arrays = _load_npz(path, data, expected)
     else:
-        raise WeightFileError('%s: neither a .npy nor a .npz file (it starts with %r); %s'
-                              % (path, bytes(data[:8]), GET_WEIGHTS_HINT))
+        raise WeightFileError('%s: neither a .npy, a .npz nor a .caffemodel file (it starts with '
+                              '%r); %s' % (path, bytes(data[:8]), GET_WEIGHTS_HINT))
     return {layer: (arrays[layer + '/weights'], arrays[layer + '/biases'])
             for layer in LAYER_NAMES}
 

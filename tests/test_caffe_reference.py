@@ -162,3 +162,14 @@ def test_alexnet_command_checks_a_caffemodel_against_opencv(setup, tmp_path, cap
     assert alexnet.main(['--check-against-opencv', str(tmp_path / 'none.caffemodel'),
                          photo]) == 2
     assert capsys.readouterr().err.count('\n') == 1
+
+
+def test_every_script_takes_a_caffemodel_as_weights(setup):
+    import validate_alexnet_on_imagenet as validate
+    photo = os.path.join(REPO, 'images', 'llama.jpg')
+    from_caffemodel = validate.classify([photo], setup['caffemodel'], top_k=3)
+    from_npz = validate.classify([photo], setup['npz'], top_k=3)
+    assert [e['index'] for e in from_caffemodel[0]['top']] == [e['index']
+                                                              for e in from_npz[0]['top']]
+    np.testing.assert_allclose([e['prob'] for e in from_caffemodel[0]['top']],
+                               [e['prob'] for e in from_npz[0]['top']], rtol=1e-6)

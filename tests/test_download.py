@@ -8,6 +8,7 @@ server would. The worst cases (a flood without a length, a zip bomb) run the rea
 in a subprocess whose memory and file size are capped by setrlimit.
 """
 import errno
+import hashlib
 import http.server
 import io
 import json
@@ -25,6 +26,7 @@ import numpy as np
 import pytest
 
 import download
+import weight_files
 import weight_formats
 from conftest import write_py2_weights_npy
 
@@ -367,7 +369,7 @@ def test_ctrl_c_exits_130_and_the_next_run_resumes(serve, tmp_path, tiny_shapes,
                                                    monkeypatch):
     payload = _weights_bytes(tmp_path, TINY_SHAPES)
     url, state = serve(payload, name='bvlc_alexnet.npy')
-    dest = tmp_path / 'bvlc_alexnet.npy'
+    dest, source = tmp_path / 'bvlc_alexnet.npz', tmp_path / 'bvlc_alexnet.npy'
     argv = ['weights', '--url', url, '--dest', str(dest), '--no-progress']
     monkeypatch.setattr(download, 'CHUNK_SIZE', 100)
     real_tqdm = download.tqdm
@@ -383,13 +385,13 @@ def test_ctrl_c_exits_130_and_the_next_run_resumes(serve, tmp_path, tiny_shapes,
     code, _, err = _run(argv, capsys)
     assert code == 130
     assert 'run the same command again to resume' in err
-    assert _read(str(dest) + '.part') == payload[:100]
-    assert not dest.exists()
+    assert _read(str(source) + '.part') == payload[:100]
+    assert not dest.exists() and not source.exists()
 
     monkeypatch.setattr(download, 'tqdm', real_tqdm)
     code, out, _ = _run(argv, capsys)
     assert code == 0 and 'every layer checked' in out
-    assert _read(dest) == payload
+    assert _read(source) == payload and dest.exists()
     assert state.requests[1]['Range'] == 'bytes=100-'
 
 
@@ -668,12 +670,17 @@ def _weights_bytes(tmp_path, shapes):
 def test_weights_download_is_verified_and_saved(serve, tmp_path, tiny_shapes, capsys):
     payload = _weights_bytes(tmp_path, TINY_SHAPES)
     url, _ = serve(payload, name='bvlc_alexnet.npy')
-    dest = tmp_path / 'weights' / 'bvlc_alexnet.npy'
+    dest = tmp_path / 'weights' / 'bvlc_alexnet.npz'
     argv = ['weights', '--url', url, '--dest', str(dest), '--no-progress']
     code, out, _ = _run(argv, capsys)
     assert code == 0 and 'every layer checked' in out
-    assert _read(dest) == payload
-
+    assert _read(tmp_path / 'weights' / 'bvlc_alexnet.npy') == payload   # kept beside it
+    got = weight_files.load_weights(str(dest), expected=TINY_SHAPES)
+    want = weight_files.load_weights(str(tmp_path / 'weights' / 'bvlc_alexnet.npy'),
+                                     expected=TINY_SHAPES)
+    for layer in want:
+        for part in (0, 1):
+            np.testing.assert_array_equal(got[layer][part], want[layer][part])
     code, out, _ = _run(argv, capsys)
     assert code == 0 and 'already there' in out
 
@@ -687,14 +694,168 @@ def test_bad_weights_never_get_the_final_name(serve, tmp_path, tiny_shapes, caps
     else:
         payload = _weights_bytes(tmp_path, weight_formats.tiny_shapes(2))
     url, _ = serve(payload, name='bvlc_alexnet.npy')
-    dest = tmp_path / 'bvlc_alexnet.npy'
+    dest = tmp_path / 'bvlc_alexnet.npz'
     message = _error_of(['weights', '--url', url, '--dest', str(dest), '--no-progress'],
                         capsys)
     assert 'failed its check' in message
     assert {'wrong shape': 'fc8/weights has shape (3, 2), the model expects (3, 10)',
             'truncated': 'truncated or corrupt',
-            'html': 'neither a .npy nor a .npz'}[fault] in message
+            'html': 'neither a .npy, a .npz nor a .caffemodel'}[fault] in message
     assert os.listdir(str(tmp_path)) == []        # neither the file nor a .part nor a record
+
+
+# --- The canonical weights: the BVLC caffemodel from its mirrors, SHA-1 first ------------
+
+@pytest.fixture
+def caffe_shapes(monkeypatch):
+    """Tiny layer shapes a caffemodel can hold (pool5 of 2x2x2 for fc6)."""
+    import caffe_files
+    shapes = caffe_files.tiny_shapes(3)
+    monkeypatch.setattr(download, 'expected_shapes', lambda: shapes)
+    return shapes
+
+
+def _caffemodel(tmp_path, seed, name='m.caffemodel'):
+    """(bytes of a tiny caffemodel, its layers in this project's layout, its SHA-1)."""
+    import caffe_files
+    layers = caffe_files.tiny_layers(seed)
+    path = tmp_path / name
+    caffe_files.write_caffemodel(str(path), layers, layout='layers', legacy=True)
+    data = _read(path)
+    path.unlink()
+    return data, layers, hashlib.sha1(data).hexdigest()
+
+
+def _sources(urls, sha1, npy_url=None):
+    sources = [download.Source(url, 'bvlc_alexnet.caffemodel', sha1, MAX) for url in urls]
+    if npy_url:
+        sources.append(download.Source(npy_url, 'bvlc_alexnet.npy', None, MAX))
+    return sources
+
+
+def _same_layers(path, layers, shapes):
+    got = weight_files.load_weights(str(path), expected=shapes)
+    for layer in layers:
+        for part in (0, 1):
+            np.testing.assert_array_equal(got[layer][part], layers[layer][part], layer)
+
+
+def test_the_caffemodel_comes_from_the_first_mirror_that_answers(serve, tmp_path, caffe_shapes,
+                                                                  monkeypatch, capsys):
+    data, layers, sha1 = _caffemodel(tmp_path, 1)
+    dead, _ = serve(respond=lambda handler, state: handler.send_error(404))
+    url, _ = serve(data, name='bvlc_alexnet.caffemodel')
+    monkeypatch.setattr(download, 'WEIGHT_SOURCES', _sources([dead, url], sha1))
+    monkeypatch.setattr(download, 'MEAN_SOURCE', None)
+    dest = tmp_path / 'weights' / 'bvlc_alexnet.npz'
+    code, out, err = _run(['weights', '--dest', str(dest), '--no-progress'], capsys)
+    assert code == 0, err
+    assert 'could not get %s (%s answered HTTP 404' % (dead, dead) in err
+    assert 'from %s, SHA-1 checked, every layer checked' % url in out
+    _same_layers(dest, layers, caffe_shapes)                      # converted to our layout
+    assert _read(tmp_path / 'weights' / 'bvlc_alexnet.caffemodel') == data
+
+
+def test_a_caffemodel_with_another_sha1_is_never_read(serve, tmp_path, caffe_shapes,
+                                                      monkeypatch, capsys):
+    data, layers, sha1 = _caffemodel(tmp_path, 1)
+    other, _, _ = _caffemodel(tmp_path, 2)                        # a valid file, not this one
+    wrong, _ = serve(other, name='bvlc_alexnet.caffemodel')
+    right, _ = serve(data, name='bvlc_alexnet.caffemodel')
+    read = []
+    real = download.caffemodel.read_caffemodel
+    monkeypatch.setattr(download.caffemodel, 'read_caffemodel',
+                        lambda path, expected: read.append(_read(path)) or real(path, expected))
+    dest = tmp_path / 'bvlc_alexnet.npz'
+    download.download_weights(str(dest), _sources([wrong, right], sha1), mean=None,
+                              progress=False)
+    err = capsys.readouterr().err
+    assert 'its SHA-1 is %s, not %s' % (hashlib.sha1(other).hexdigest(), sha1) in err
+    assert other not in read and data in read                     # checked before it is parsed
+    _same_layers(dest, layers, caffe_shapes)
+
+
+def test_without_a_caffemodel_the_npy_is_taken(serve, tmp_path, caffe_shapes, capsys):
+    import caffe_files
+    layers = caffe_files.tiny_layers(4)
+    write_py2_weights_npy(str(tmp_path / 'x.npy'), layers)
+    npy = _read(tmp_path / 'x.npy')
+    (tmp_path / 'x.npy').unlink()
+    dead, _ = serve(respond=lambda handler, state: handler.send_error(503))
+    url, _ = serve(npy, name='bvlc_alexnet.npy')
+    folder = tmp_path / 'weights'
+    download.download_weights(str(folder / 'bvlc_alexnet.npz'),
+                              _sources([dead, dead], 'x' * 40, npy_url=url), mean=None,
+                              progress=False)
+    _same_layers(folder / 'bvlc_alexnet.npz', layers, caffe_shapes)
+    assert sorted(os.listdir(str(folder))) == ['bvlc_alexnet.npy', 'bvlc_alexnet.npz']
+
+
+def test_no_source_is_one_line_naming_each(serve, tmp_path, caffe_shapes, monkeypatch, capsys):
+    dead, _ = serve(respond=lambda handler, state: handler.send_error(404))
+    monkeypatch.setattr(download, 'WEIGHT_SOURCES', _sources([dead], 'x' * 40, npy_url=dead))
+    code, _, err = _run(['weights', '--dest', str(tmp_path / 'w.npz'), '--no-progress'], capsys)
+    notes, message = err.splitlines()           # one note while it goes on, one error at the end
+    assert code == 2 and notes.startswith('could not get %s (' % dead)
+    assert notes.endswith('; trying the next source')
+    assert message.startswith('error: no source gave the weights (') and message.count('404') == 2
+    assert os.listdir(str(tmp_path)) == []
+
+
+def test_a_caffemodel_already_in_weights_needs_no_network(tmp_path, caffe_shapes, capsys):
+    data, layers, sha1 = _caffemodel(tmp_path, 1)
+    folder = tmp_path / 'weights'
+    folder.mkdir()
+    (folder / 'bvlc_alexnet.caffemodel').write_bytes(data)
+    nowhere = 'http://127.0.0.1:9/bvlc_alexnet.caffemodel'      # nothing listens there
+    download.download_weights(str(folder / 'bvlc_alexnet.npz'), _sources([nowhere], sha1),
+                              mean=None, progress=False)
+    assert 'converted' in capsys.readouterr().out
+    _same_layers(folder / 'bvlc_alexnet.npz', layers, caffe_shapes)
+    # A file of that name that is not the BVLC one is left alone, and said so.
+    (folder / 'bvlc_alexnet.npz').unlink()
+    with pytest.raises(download.DownloadError, match='is there but is not bvlc_alexnet '
+                                                     r'\(its SHA-1 is'):
+        download.download_weights(str(folder / 'bvlc_alexnet.npz'),
+                                  _sources([nowhere], 'f' * 40), mean=None, progress=False)
+    assert _read(folder / 'bvlc_alexnet.caffemodel') == data
+
+
+def test_the_mean_image_comes_along_and_its_failure_is_a_warning(serve, tmp_path, caffe_shapes,
+                                                                 capsys):
+    import caffe_files
+    data, _, sha1 = _caffemodel(tmp_path, 1)
+    caffe_files.write_blobproto(str(tmp_path / 'mean'),
+                                np.full((3, 256, 256), 110, np.float32))
+    mean = _read(tmp_path / 'mean')
+    (tmp_path / 'mean').unlink()
+    url, _ = serve(data, name='bvlc_alexnet.caffemodel')
+    mean_url, _ = serve(mean, name='imagenet_mean.binaryproto')
+    folder = tmp_path / 'weights'
+    good = download.Source(mean_url, 'imagenet_mean.binaryproto',
+                           hashlib.sha1(mean).hexdigest(), MAX)
+    download.download_weights(str(folder / 'bvlc_alexnet.npz'), _sources([url], sha1),
+                              mean=good, progress=False)
+    assert _read(folder / 'imagenet_mean.binaryproto') == mean
+    (folder / 'imagenet_mean.binaryproto').unlink()
+    (folder / 'bvlc_alexnet.npz').unlink()
+    capsys.readouterr()
+    download.download_weights(str(folder / 'bvlc_alexnet.npz'), _sources([url], sha1),
+                              mean=good._replace(sha1='0' * 40), progress=False)
+    err = capsys.readouterr().err
+    assert err.startswith('warning: no mean image (') and err.count('\n') == 1
+    assert not (folder / 'imagenet_mean.binaryproto').exists()
+    assert (folder / 'bvlc_alexnet.npz').exists()
+
+
+def test_the_published_checksums_and_mirrors():
+    assert download.BVLC_ALEXNET_SHA1 == '9116a64c0fbe4459d18f4bb6b56d647b63920377'
+    assert download.IMAGENET_MEAN_SHA1 == '63e4652e656abc1e87b7a8339a7e02fca63a2c0c'
+    assert [s.url.split('/')[2] for s in download.WEIGHT_SOURCES] == [
+        'dl.caffe.berkeleyvision.org', 'apache-mxnet.s3-accelerate.dualstack.amazonaws.com',
+        'www.cs.toronto.edu']
+    assert [s.sha1 for s in download.WEIGHT_SOURCES] == [download.BVLC_ALEXNET_SHA1] * 2 + [None]
+    assert download.TARGETS['weights'].dest == 'weights/bvlc_alexnet.npz'
 
 
 def test_expected_shapes_are_bvlc_alexnets():
@@ -1003,7 +1164,6 @@ def test_a_zip_bomb_is_one_line_in_bounded_memory_and_disk(serve, tmp_path):
 def test_parse_args_defaults():
     args = download.parse_args(['weights'])
     assert (args.what, args.url, args.dest) == ('weights', None, None)
-    assert download.TARGETS['weights'][:2] == (download.WEIGHTS_URL, 'weights/bvlc_alexnet.npy')
     assert download.main(['imagenet']) == 2
 
 

@@ -219,8 +219,8 @@ def test_truncated_file(tmp_path, cut):
 
 
 @pytest.mark.parametrize('content, message', [
-    (b'', 'neither a .npy nor a .npz'),
-    (b'<html>404 Not Found</html>', 'neither a .npy nor a .npz'),
+    (b'', 'neither a .npy, a .npz nor a .caffemodel'),
+    (b'<html>404 Not Found</html>', 'neither a .npy, a .npz nor a .caffemodel'),
     (b'\x93NUMPY\x01\x00' + struct.pack('<H', 4) + b'junk', 'corrupt .npy header'),
     (b'\x93NUMPY\x01\x00' + struct.pack('<H', 5000) + b' ' * 5000, 'corrupt .npy header'),
     (b'\x93NUMPY\x04\x00' + struct.pack('<I', 4) + b'{}  ', 'version 4.0'),
