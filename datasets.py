@@ -131,21 +131,33 @@ def _find_in_folder(path):
 
 
 def _without_repeats(items, skipped):
-    """Drops an item whose file (by device and inode) came earlier, reporting it."""
-    first, kept = {}, []
+    """Keeps each file (by device and inode) once: a file reached again in the same
+    class is dropped there; a file in two classes is left out of both (which is it?)."""
+    first, labels = {}, {}
     for path, label in items:
         try:
             status = os.stat(path)
         except OSError:             # missing: scan_images reports it
+            continue
+        key = (status.st_dev, status.st_ino)
+        first.setdefault(key, path)
+        labels.setdefault(key, set()).add(label)
+    kept = []
+    for path, label in items:
+        try:
+            status = os.stat(path)
+        except OSError:
             kept.append((path, label))
             continue
         key = (status.st_dev, status.st_ino)
-        if key in first:
+        if len(labels[key]) > 1:
+            skipped.append((path, 'the same file is in %d classes; left out of all'
+                            % len(labels[key])))
+        elif first[key] != path:
             skipped.append((path, 'the same file as %s; kept there only'
                             % display_path(first[key])))
-            continue
-        first[key] = path
-        kept.append((path, label))
+        else:
+            kept.append((path, label))
     return kept
 
 

@@ -37,9 +37,14 @@ from __future__ import annotations
 
 import os
 import stat
+import warnings
 
 import numpy as np
 from PIL import Image, ImageOps
+
+# PIL warns about big images as it opens them; the limits below decide instead
+# (a big JPEG is fine: it decodes reduced), so its warning would only be noise.
+warnings.simplefilter('ignore', Image.DecompressionBombWarning)
 
 # File name endings taken for images (compared in lower case).
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.jpe', '.jfif', '.png', '.gif', '.bmp', '.webp',
@@ -87,6 +92,9 @@ def _open_regular(path):
     writer; the check is then made on the open file, so the file cannot be
     swapped between the check and the read.
     """
+    reason = _not_regular(os.stat(path).st_mode)     # sockets cannot even be opened
+    if reason:
+        raise ImageError('%s: %s' % (display_path(path), reason))
     fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NONBLOCK', 0))
     try:
         reason = _not_regular(os.fstat(fd).st_mode)
@@ -144,6 +152,9 @@ def read_image(path, draft=False):
             return _to_rgb(image)
     except ImageError:
         raise
+    except Image.DecompressionBombError:      # PIL's own limit, above ours: the same answer
+        raise ImageError('%s: more than the %d million pixels read at most; skipped'
+                         % (display_path(path), MAX_PIXELS // 10 ** 6)) from None
     except Image.UnidentifiedImageError:
         raise ImageError('%s: cannot identify image file (empty, or not an image format PIL '
                          'reads)' % display_path(path)) from None
