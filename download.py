@@ -396,7 +396,7 @@ def _read_record(part):
     try:
         with open(_record_path(part)) as f:
             record = json.load(f)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):      # a damaged record: start over
         return None
     fields = {'url': str, 'etag': str, 'last_modified': str, 'total': int}
     if not isinstance(record, dict):
