@@ -8,12 +8,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 
-$PY validate_alexnet_on_imagenet.py --weights none --figure docs/classified.png > /dev/null
+$PY validate_alexnet_on_imagenet.py --weights none --out docs/classified.png > /dev/null
 $PY visualize.py filters --weights none --out docs/conv1_filters.png
 $PY visualize.py features --weights none --image data/sample/cat/chelsea.jpg \
     --out docs/conv1_features.png --conv2-out docs/conv2_kernels.png
-$PY retrieval.py images data/sample --weights none --k 4 --max-queries 3 --out docs/retrieval.png > /dev/null
-$PY evaluate.py --images images --labels docs/images_labels.txt --weights none \
+$PY retrieval.py images data/sample --weights none --top-k 4 --max-queries 3 --out docs/retrieval.png > /dev/null
+$PY evaluate.py --images images --labels docs/images_labels.txt --weights none --no-progress \
     > docs/evaluate_random_weights.txt
 
 # Curves: two real fine-tuning runs on the 5 sample photos, both from random
@@ -21,11 +21,11 @@ $PY evaluate.py --images images --labels docs/images_labels.txt --weights none \
 RUNS=$(mktemp -d)
 trap 'rm -rf "$RUNS"' EXIT
 for LR in 0.001 0.0001; do
-    $PY finetune.py --data data/sample --weights none --val-fraction 0.4 --epochs 4 \
-        --batch-size 3 --learning-rate $LR --log-dir "$RUNS" --run-name random-weights-lr$LR \
-        --no-progress > /dev/null
+    $PY finetune.py --data data/sample --weights none --train-layers fc6,fc7,fc8 \
+        --val-fraction 0.4 --epochs 4 --batch-size 3 --learning-rate $LR --keep-checkpoints 1 \
+        --run "$RUNS/random-weights-lr$LR" --no-progress > /dev/null
 done
-$PY visualize.py curves "$RUNS/random-weights-lr0.001" "$RUNS/random-weights-lr0.0001" \
+$PY visualize.py curves --run "$RUNS/random-weights-lr0.001" "$RUNS/random-weights-lr0.0001" \
     --title 'RANDOM WEIGHTS (--weights none), 5 sample photos: two learning rates' \
     --out docs/curves.png
 
