@@ -41,8 +41,8 @@ CJK_FONTS = (
     'Noto Sans CJK SC', 'Noto Sans SC', 'Source Han Sans SC', 'Source Han Sans CN',  # Linux
     'WenQuanYi Micro Hei', 'WenQuanYi Zen Hei', 'Droid Sans Fallback',
     'AR PL UMing CN', 'AR PL UKai CN', 'Noto Serif CJK SC',
-    # The same glyphs under another region's name: matplotlib < 3.6 lists only
-    # the first face of a .ttc collection, which is JP in Noto's.
+    # The same glyphs under another region's name: older matplotlib (3.5) lists
+    # only the first face of a .ttc collection, which is JP in Noto's.
     'Noto Sans CJK JP', 'Noto Sans CJK TC', 'Noto Sans CJK KR', 'Source Han Sans',
 )
 # Characters every Chinese figure here needs (class names of the course's photos).
@@ -118,7 +118,7 @@ def _covering_font(entries, needed):
     """The family name of the first CJK_FONTS entry whose characters include `needed`."""
     rank = {name: i for i, name in enumerate(CJK_FONTS)}
     for entry in sorted((e for e in entries if e.name in rank), key=lambda e: rank[e.name]):
-        # matplotlib >= 3.6 lists each face of a .ttc collection (its index);
+        # Newer matplotlib lists each face of a .ttc collection (its index);
         # older ones list the first, which is also the one they draw with.
         if needed <= _characters(entry.fname, getattr(entry, 'index', 0)):
             return entry.name
