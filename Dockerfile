@@ -21,11 +21,13 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_BREAK_SYSTEM_PACKAGES=1
 
 # The system libraries OpenCV's wheels load (libGL, GLib), so that
-# `pip install opencv-python` works as the course's older notebooks expect.
+# `pip install opencv-python` works as the course's older notebooks expect;
+# and a font with Chinese glyphs, so that figures drawn with --lang zh show the
+# Chinese class names (figures.cjk_font finds it).
 # Versions are left to each base's Ubuntu release, which differs between them.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 \
+    && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 fonts-noto-cjk \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

@@ -7,7 +7,8 @@ never need a screen (the Agg backend):
 * kernel_tiles + mosaic + save_mosaics: weights or feature maps as grids of
   small tiles, like the paper's Figure 3 (conv1 filters);
 * save_curves: loss and accuracy of several training runs overlaid;
-* save_retrieval: query images with their nearest neighbours (Figure 4, right).
+* save_retrieval: query images with their nearest neighbours (Figure 4, right);
+* cjk_font: a font installed here that draws Chinese, for Chinese class names.
 
 The functions that draw grids return a Figure record (path, tile count, pixel
 size) so tests can check what was drawn without looking at it.
@@ -15,30 +16,51 @@ size) so tests can check what was drawn without looking at it.
 from __future__ import annotations
 
 import collections
+import functools
 import math
 import os
 
 import matplotlib
 
 matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import matplotlib.font_manager  # noqa: E402  (after choosing the backend)
+import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
+from fontTools import ttLib  # noqa: E402  (a dependency of matplotlib)
 from PIL import Image  # noqa: E402
 
 DPI = 100
+
+# Fonts with Chinese glyphs that Windows, macOS and Linux distributions ship or
+# package, in order of preference. matplotlib's own DejaVu fonts have none.
+CJK_FONTS = (
+    'Microsoft YaHei', 'SimHei', 'DengXian', 'SimSun',                        # Windows
+    'PingFang SC', 'Heiti SC', 'STHeiti', 'Hiragino Sans GB', 'Songti SC',    # macOS
+    'Arial Unicode MS',
+    'Noto Sans CJK SC', 'Noto Sans SC', 'Source Han Sans SC', 'Source Han Sans CN',  # Linux
+    'WenQuanYi Micro Hei', 'WenQuanYi Zen Hei', 'Droid Sans Fallback',
+    'AR PL UMing CN', 'AR PL UKai CN', 'Noto Serif CJK SC',
+    # The same glyphs under another region's name: older matplotlib (3.5) lists
+    # only the first face of a .ttc collection, which is JP in Noto's.
+    'Noto Sans CJK JP', 'Noto Sans CJK TC', 'Noto Sans CJK KR', 'Source Han Sans',
+)
+# Characters every Chinese figure here needs (class names of the course's photos).
+CJK_SAMPLE = '中文类名斑马骆驼猫狗'
 
 # path: the PNG; tiles: how many small images it holds; size: (width, height) in pixels.
 Figure = collections.namedtuple('Figure', 'path tiles size')
 
 
-def save_labelled_images(images, captions, path, columns=3, title=None):
+def save_labelled_images(images, captions, path, columns=3, title=None, font=None):
     """A grid of photos, each with its caption underneath (e.g. top-3 labels).
 
     Args:
       images: uint8 RGB arrays [H, W, 3] (sizes may differ).
       captions: one string per image (may have several lines).
       path: the PNG to write; its folder is created.
+      font: the font family of the captions, e.g. cjk_font() for Chinese
+        (default: monospace, which has no Chinese glyphs).
     Returns:
       path.
     """
@@ -49,12 +71,86 @@ def save_labelled_images(images, captions, path, columns=3, title=None):
         ax.axis('off')
     for ax, image, caption in zip(axes.flat, images, captions):
         ax.imshow(image)
-        ax.set_title(caption, fontsize=8, loc='left', family='monospace')
+        ax.set_title(caption, fontsize=8, loc='left', family=font or 'monospace')
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     _save(fig, path)
     return path
+
+
+# --- Chinese text ------------------------------------------------------------
+
+def has_cjk(text):
+    """True if text holds Chinese, Japanese or Korean characters (which
+    matplotlib's default fonts cannot draw: they come out as empty boxes)."""
+    return any(low <= ord(ch) <= high for ch in text for low, high in _CJK_RANGES)
+
+
+# Radicals, CJK punctuation, kana, ideographs (U+2E80-U+9FFF), compatibility
+# ideographs, vertical and full-width forms, and the ideographs beyond U+FFFF.
+_CJK_RANGES = ((0x2E80, 0x9FFF), (0xF900, 0xFAFF), (0xFE30, 0xFE4F), (0xFF00, 0xFFEF),
+               (0x20000, 0x3134F))
+
+
+def cjk_font(text=CJK_SAMPLE):
+    """The name of an installed font that draws every character of text, or None.
+
+    The fonts of CJK_FONTS are tried in order; one counts only if its character
+    map (cmap) has all of text's characters (white space aside). Fonts installed
+    after matplotlib cached its font list are found too (they are added to
+    matplotlib's font manager). Other fonts are not tried: some map every
+    character to a placeholder box (matplotlib's own 'Last Resort').
+
+    Returns:
+      a font family name for matplotlib's `family=` (e.g. 'WenQuanYi Micro Hei'),
+      or None when no installed font has the characters.
+    """
+    needed = frozenset(ord(ch) for ch in text if not ch.isspace())
+    manager = matplotlib.font_manager.fontManager
+    found = _covering_font(manager.ttflist, needed)
+    if found is None and _add_new_system_fonts(manager):
+        found = _covering_font(manager.ttflist, needed)
+    return found
+
+
+def _covering_font(entries, needed):
+    """The family name of the first CJK_FONTS entry whose characters include `needed`."""
+    rank = {name: i for i, name in enumerate(CJK_FONTS)}
+    for entry in sorted((e for e in entries if e.name in rank), key=lambda e: rank[e.name]):
+        # Newer matplotlib lists each face of a .ttc collection (its index);
+        # older ones list the first, which is also the one they draw with.
+        if needed <= _characters(entry.fname, getattr(entry, 'index', 0)):
+            return entry.name
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _characters(path, index=0):
+    """The code points that a font file's face `index` has glyphs for (none if unreadable)."""
+    try:
+        with ttLib.TTFont(path, fontNumber=index, lazy=True) as font:
+            return frozenset(font.getBestCmap() or ())
+    except Exception:  # noqa: BLE001  (a damaged or vanished font file is only skipped)
+        return frozenset()
+
+
+def _add_new_system_fonts(manager):
+    """Adds the system's fonts that matplotlib's font list lacks; True if there were any.
+
+    matplotlib caches its font list on first use (~/.cache/matplotlib) and does
+    not look again, so a font installed since (apt-get install fonts-noto-cjk)
+    is missing from it.
+    """
+    known = {os.path.realpath(entry.fname) for entry in manager.ttflist}
+    new = [path for path in matplotlib.font_manager.findSystemFonts()
+           if os.path.realpath(path) not in known]
+    for path in new:
+        try:
+            manager.addfont(path)
+        except (OSError, RuntimeError, ValueError):  # a file FreeType cannot open
+            continue
+    return bool(new)
 
 
 # --- Grids of tiles: kernels and feature maps ------------------------------

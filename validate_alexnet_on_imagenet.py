@@ -85,8 +85,13 @@ def format_results(results):
 
 
 def save_figure(results, path, english_names=None, note=None):
-    """Draws the classified images with their top 3 labels; returns the path, or None."""
-    shown, images, captions = [], [], []
+    """Draws the classified images with their top 3 labels; returns the path, or None.
+
+    Chinese class names are drawn with a font that has their characters
+    (figures.cjk_font). Where this machine has none, english_names (indexed by
+    class) replace them, and a note on stderr says so.
+    """
+    shown, images = [], []
     for result in results:
         if 'top' not in result:
             continue
@@ -94,16 +99,30 @@ def save_figure(results, path, english_names=None, note=None):
             images.append(image_files.read_image(result['image']))
         except image_files.ImageError:      # changed since it was classified
             continue
-        lines = [image_files.display_path(os.path.basename(result['image']))]
-        for entry in result['top'][:3]:
-            # Figures use English names: matplotlib's default font has no Chinese glyphs.
-            name = english_names[entry['index']] if english_names else entry['name']
-            lines.append('%5.1f%% %s' % (100 * entry['prob'], name.split(',')[0][:28]))
-        captions.append('\n'.join(lines))
         shown.append(result)
     if not shown:
         return None
-    return figures.save_labelled_images(images, captions, path, title=note)
+    captions = [_caption(result) for result in shown]
+    font = None
+    if figures.has_cjk(''.join(captions)):
+        font = figures.cjk_font(''.join(captions))
+        if font is None:
+            if english_names:
+                captions = [_caption(result, english_names) for result in shown]
+            drawn = ('shows them as boxes' if figures.has_cjk(''.join(captions))
+                     else 'names the classes in English')
+            print('note: no installed font has these Chinese characters (Debian/Ubuntu: '
+                  'apt-get install fonts-noto-cjk); the figure %s' % drawn, file=sys.stderr)
+    return figures.save_labelled_images(images, captions, path, title=note, font=font)
+
+
+def _caption(result, names=None):
+    """An image's file name and its top 3 as lines; class names from `names` if given."""
+    lines = [image_files.display_path(os.path.basename(result['image']))]
+    for entry in result['top'][:3]:
+        name = names[entry['index']] if names else entry['name']
+        lines.append('%5.1f%% %s' % (100 * entry['prob'], name.split(',')[0][:28]))
+    return '\n'.join(lines)
 
 
 def parse_args(argv=None):
@@ -154,7 +173,7 @@ def run(args):
         print(format_results(results))
     if args.out:
         english = None
-        if args.lang != 'en':  # the figure's font has no Chinese glyphs: label it in English
+        if args.lang != 'en':  # for the figure, should no font here draw Chinese
             english = inference.class_names_for(weights, inference.num_classes_of(weights))
         figure = save_figure(results, args.out, english, note)
         if figure:

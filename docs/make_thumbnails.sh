@@ -10,7 +10,7 @@ PY=${PYTHON:-.venv/bin/python}
 
 $PY validate_alexnet_on_imagenet.py --weights none --out docs/classified.png > /dev/null
 $PY visualize.py filters --weights none --out docs/conv1_filters.png
-$PY visualize.py features --weights none --image data/sample/cat/chelsea.jpg \
+$PY visualize.py features --weights none --image images/tiger.jpg \
     --out docs/conv1_features.png --conv2-out docs/conv2_kernels.png
 $PY retrieval.py images data/sample --weights none --top-k 4 --max-queries 3 --out docs/retrieval.png > /dev/null
 $PY evaluate.py --images images --labels docs/images_labels.txt --weights none --no-progress \

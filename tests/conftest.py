@@ -131,3 +131,50 @@ def weights_npz(tmp_path_factory):
     path = tmp_path_factory.mktemp('weights') / 'two_classes.npz'
     save_npz(str(path), random_layers(num_classes=2, seed=1), ['cat', 'dog'])
     return str(path)
+
+
+# --- Figures: the font that draws Chinese, and what a figure drew ---------------
+
+@pytest.fixture(scope='session')
+def chinese_font():
+    """The family name figures.cjk_font() finds; skips the test on a machine without one."""
+    import figures
+    font = figures.cjk_font()
+    if font is None:
+        pytest.skip('no font with Chinese glyphs is installed: apt-get install '
+                    'fonts-wqy-microhei (.ci/run does), or fonts-noto-cjk')
+    return font
+
+
+class DrawnText(object):
+    """What the figures that figures.py saved during a test drew (fixture drawn_text)."""
+
+    def __init__(self, recwarn):
+        self.texts = []          # (text, font file) of every non-empty text, as saved
+        self._recwarn = recwarn
+
+    def missing_glyphs(self):
+        """matplotlib's warnings of characters a font lacks ('Glyph 26001 ... missing')."""
+        return [str(w.message) for w in self._recwarn
+                if 'Glyph' in str(w.message) and 'missing' in str(w.message)]
+
+
+@pytest.fixture
+def drawn_text(monkeypatch, recwarn):
+    """A DrawnText that records every figure figures.py saves during the test."""
+    import matplotlib.font_manager
+    import matplotlib.text
+    import figures
+    drawn = DrawnText(recwarn)
+    save = figures._save
+
+    def spy(fig, path):
+        for text in fig.findobj(matplotlib.text.Text):
+            if text.get_visible() and text.get_text():
+                # str(): matplotlib >= 3.10 returns a FontPath (a str with a face index).
+                font_file = str(matplotlib.font_manager.findfont(text.get_fontproperties()))
+                drawn.texts.append((text.get_text(), font_file))
+        return save(fig, path)
+
+    monkeypatch.setattr(figures, '_save', spy)
+    return drawn

@@ -128,7 +128,7 @@ def test_compare_on_photos(setup, tmp_path):
     broken = tmp_path / 'broken.jpg'
     broken.write_bytes(b'not a photo')
     photos = sorted(glob.glob(os.path.join(REPO, 'images', '*.jpg')))
-    assert len(photos) == 5
+    assert len(photos) == 6
     result = caffe_reference.compare(setup['caffemodel'], photos + [str(broken)],
                                      mean_path=mean_path, top_k=3, batch_size=4)
     with open(setup['caffemodel'], 'rb') as f:

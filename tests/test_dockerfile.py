@@ -88,6 +88,8 @@ def test_workdir_ports_and_system_libraries():
     assert re.search(r'^WORKDIR /app$', text, re.M)
     assert re.search(r'^EXPOSE 6006 8888$', text, re.M)
     assert 'apt-get install -y --no-install-recommends libgl1 libglib2.0-0' in text
+    install = next(line for line in text.splitlines() if 'apt-get install' in line)
+    assert 'fonts-noto-cjk' in install.split()          # Chinese class names in figures
     assert 'rm -rf /var/lib/apt/lists/*' in text
 
 

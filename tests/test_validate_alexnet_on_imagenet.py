@@ -106,3 +106,64 @@ def test_a_fifo_and_a_huge_image_do_not_stop_the_others(tmp_path, capsys):
     assert 'not a regular file' in results[0]['error'] and 'longer than' in results[1]['error']
     assert len(results[2]['top']) == 5
     assert '2 of 3 images could not be read' in captured.err
+
+
+def _top3(stdout):
+    """{file name: [class index, ...]} of the top 3 printed for each of PHOTOS."""
+    tops, name = {}, None
+    for line in stdout.splitlines():
+        if line in PHOTOS:
+            name = os.path.basename(line)
+            tops[name] = []
+        elif name and line.startswith('  ') and len(tops[name]) < 3:
+            tops[name].append(int(line.split()[0]))
+    assert sorted(tops) == sorted(os.path.basename(p) for p in PHOTOS), stdout
+    return tops
+
+
+def _captions(drawn_text, stdout):
+    """The figure's caption of each printed image, with the font file it was drawn in."""
+    return {text.split('\n')[0]: (text, font_file) for text, font_file in drawn_text.texts
+            if text.split('\n')[0] in _top3(stdout)}
+
+
+def test_chinese_figure_is_drawn_in_a_chinese_font(tmp_path, capsys, chinese_font, drawn_text):
+    import matplotlib.font_manager
+    figure = tmp_path / 'zh.png'
+    assert validate.main(PHOTOS + ['--weights', 'none', '--lang', 'zh', '--out', str(figure)]) == 0
+    captured = capsys.readouterr()
+    chinese = class_names.imagenet_class_names('zh')
+    captions = _captions(drawn_text, captured.out)
+    chinese_file = str(matplotlib.font_manager.findfont(
+        matplotlib.font_manager.FontProperties(family=[chinese_font])))
+    assert sorted(captions) == sorted(os.path.basename(p) for p in PHOTOS)
+    for name, indices in _top3(captured.out).items():
+        text, font_file = captions[name]
+        assert [line.split('% ', 1)[1] for line in text.split('\n')[1:]] == [
+            chinese[i][:28] for i in indices]
+        assert font_file == chinese_file
+    assert drawn_text.missing_glyphs() == []
+    titles = [text for text, _ in drawn_text.texts if 'RANDOM WEIGHTS' in text]
+    assert len(titles) == 1 and 'note' not in captured.err
+    assert figure.stat().st_size > 10000
+
+
+def test_chinese_figure_without_a_chinese_font_uses_english_and_says_so(
+        tmp_path, capsys, drawn_text, monkeypatch):
+    import figures
+    monkeypatch.setattr(figures, 'cjk_font', lambda text=figures.CJK_SAMPLE: None)
+    figure = tmp_path / 'zh.png'
+    assert validate.main(PHOTOS + ['--weights', 'none', '--lang', 'zh', '--out', str(figure)]) == 0
+    captured = capsys.readouterr()
+    assert any(figures.has_cjk(line) for line in captured.out.splitlines())   # printed: Chinese
+    english = class_names.imagenet_class_names('en')
+    captions = _captions(drawn_text, captured.out)
+    for name, indices in _top3(captured.out).items():
+        text, _ = captions[name]
+        assert [line.split('% ', 1)[1] for line in text.split('\n')[1:]] == [
+            english[i].split(',')[0][:28] for i in indices]
+    assert drawn_text.missing_glyphs() == []
+    assert captured.err.count('\n') == 1
+    assert captured.err.startswith('note: no installed font has these Chinese characters')
+    assert 'apt-get install fonts-noto-cjk' in captured.err and 'in English' in captured.err
+    assert figure.stat().st_size > 10000
