@@ -177,11 +177,11 @@ class Trainer(object):
         self.global_step = tf.train.get_or_create_global_step()
         with tf.name_scope('train'):
             self.learning_rate = tf.constant(recipe.learning_rate, tf.float32, name='lr')
-            self.train_op, gradients = training(self.loss, trained, self.learning_rate,
-                                                recipe.momentum, self.global_step)
+            self.train_op, self.gradients = training(self.loss, trained, self.learning_rate,
+                                                     recipe.momentum, self.global_step)
         self._epoch_state()
         # Not in a name scope: the tags (batch/loss, fc6/weights/value, ...) read as they are.
-        self.summaries = self._summaries(None if self.cache else inputs, gradients)
+        self.summaries = self._summaries(None if self.cache else inputs, self.gradients)
         self.init = tf.global_variables_initializer()
         # Checkpoints hold every variable, momentum included, so a resume is exact;
         # best/ holds what evaluation and export need: the weights, step and epoch.
@@ -612,14 +612,7 @@ def train_run(args, run_dir, progress, started_training):
             train_writer = tf.summary.FileWriter(os.path.join(run_dir, run_folder.TRAIN_LOGS),
                                                  session.graph)
             val_writer = tf.summary.FileWriter(os.path.join(run_dir, run_folder.VALIDATION_LOGS))
-            session.run(trainer.init)
-            if checkpoint:
-                trainer.saver.restore(session, checkpoint)
-                print('resumed from %s (epoch %d, step %d)'
-                      % (display_path(checkpoint), start_epoch,
-                         session.run(trainer.global_step)))
-            elif args.weights != inference.RANDOM_WEIGHTS:
-                trainer.model.load_initial_weights(session)
+            start_weights(session, trainer, checkpoint, args.weights)
             session.graph.finalize()
             check_disk_space(trainer, run_dir, args.keep_checkpoints)
             if trainer.cache:
@@ -634,6 +627,19 @@ def train_run(args, run_dir, progress, started_training):
             if code == command_line.EXIT_OK:
                 finish(session, trainer, run_dir, names, args.weights)
     return code
+
+
+def start_weights(session, trainer, checkpoint, weights):
+    """The run's starting point: the checkpoint of a resumed run (every variable, the
+    momentum too), else the pretrained layers from `weights`, else the initial values."""
+    session.run(trainer.init)
+    if checkpoint:
+        trainer.saver.restore(session, checkpoint)
+        print('resumed from %s (epoch %d, step %d)'
+              % (display_path(checkpoint), session.run(trainer.epoch),
+                 session.run(trainer.global_step)))
+    elif weights != inference.RANDOM_WEIGHTS:
+        trainer.model.load_initial_weights(session)
 
 
 def describe_run(args, run_dir, train, val, names, skip_layer):

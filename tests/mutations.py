@@ -70,10 +70,10 @@ MUTATIONS = [
              'optimizer = tf.train.MomentumOptimizer(learning_rate, 0.0)',
              ['tests/test_finetune.py']),
     Mutation('pretrained_overwrites_restored_weights', 'finetune.py',
-             '            elif args.weights != inference.RANDOM_WEIGHTS:\n'
-             '                trainer.model.load_initial_weights(session)',
-             '            if args.weights != inference.RANDOM_WEIGHTS:\n'
-             '                trainer.model.load_initial_weights(session)',
+             '    elif weights != inference.RANDOM_WEIGHTS:\n'
+             '        trainer.model.load_initial_weights(session)',
+             '    if weights != inference.RANDOM_WEIGHTS:\n'
+             '        trainer.model.load_initial_weights(session)',
              ['tests/test_finetune.py']),
     Mutation('learning_rate_not_checked', 'finetune.py',
              '    if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):',

@@ -108,22 +108,65 @@ def test_one_step_changes_exactly_the_trained_layers_by_momentum_sgd(graph):
     assert not np.allclose(grads[2], 0)
 
 
-def test_the_trainer_decays_the_trained_weights_only(tmp_path, pretrained):
+def test_the_trainers_step_is_momentum_sgd_on_the_trained_layers_only(tmp_path, pretrained):
+    """Two steps of the real Trainer against NumPy: v1 = v0 - lr g1, v2 = v1 - lr (m g1 + g2),
+    the loss decays the trained weights (not their biases), nothing else moves."""
+    items = [(os.path.join(make_images(str(tmp_path / 'd'), per_class=1), name, '0.jpg'), i)
+             for i, name in enumerate(('cat', 'dog'))]
+    layers = weight_files.load_weights(pretrained)
+    layers = {name: (w, np.ones_like(b)) for name, (w, b) in layers.items()}   # biases count
+    start = str(tmp_path / 'start.npz')
+    weight_files.save_npz(start, layers)
+    lr, momentum, decay = 0.01, 0.9, 0.0005
+    recipe = finetune.Recipe(lr, momentum, decay, 1.0, 2)
+    with tf.Graph().as_default():
+        trainer = finetune.Trainer(items, items, 2, recipe, ['fc7', 'fc8'], [], start, seed=0)
+        with tf.Session() as session:
+            session.run(trainer.init)
+            trainer.model.load_initial_weights(session)
+            before = trainer.model.read_weights(session)
+            steps = []
+            for epoch in (0, 1):
+                session.run(trainer.train_iterator.initializer, {trainer.epoch_to_read: epoch})
+                handle = session.run(trainer.train_iterator.string_handle())
+                ce, total, grads, _ = session.run(
+                    [trainer.cross_entropy, trainer.loss, [g for g, _ in trainer.gradients],
+                     trainer.train_op], {trainer.handle: handle})
+                steps.append((ce, total, grads))
+            after = trainer.model.read_weights(session)
+    assert [v.op.name for _, v in trainer.gradients] == ['fc7/weights', 'fc7/biases',
+                                                         'fc8/weights', 'fc8/biases']
+    for layer in alexnet.LAYER_NAMES[:6]:
+        for part in (0, 1):
+            np.testing.assert_array_equal(after[layer][part], before[layer][part], layer)
+    ce, total, _ = steps[0]
+    want_decay = decay * sum((layers[l][0].astype(np.float64) ** 2).sum() / 2
+                             for l in ('fc7', 'fc8'))
+    assert total - ce == pytest.approx(want_decay, rel=1e-4)
+    (_, _, g1), (_, _, g2) = steps
+    for i, (layer, part) in enumerate([(l, p) for l in ('fc7', 'fc8') for p in (0, 1)]):
+        want = before[layer][part] - lr * g1[i] - lr * (momentum * g1[i] + g2[i])
+        np.testing.assert_allclose(after[layer][part], want, rtol=1e-4, atol=1e-6,
+                                   err_msg='%s/%d' % (layer, part))
+
+
+def test_a_resumed_run_starts_from_its_checkpoint_not_the_pretrained_file(tmp_path, pretrained):
     items = [(os.path.join(make_images(str(tmp_path / 'd'), per_class=1), name, '0.jpg'), i)
              for i, name in enumerate(('cat', 'dog'))]
     recipe = finetune.Recipe(0.01, 0.9, 0.0005, 0.5, 2)
     with tf.Graph().as_default():
-        trainer = finetune.Trainer(items, items, 2, recipe, ['fc7', 'fc8'], ['fc8'],
-                                   pretrained, seed=0)
+        trainer = finetune.Trainer(items, items, 2, recipe, ['fc8'], [], pretrained, seed=0)
         with tf.Session() as session:
-            session.run(trainer.init)
-            trainer.model.load_initial_weights(session)
-            session.run(trainer.val_iterator.initializer)
-            handle = session.run(trainer.val_iterator.string_handle())
-            ce, total = session.run([trainer.cross_entropy, trainer.loss], {trainer.handle: handle})
-            values = trainer.model.read_weights(session, ['fc7', 'fc8'])
-    decay = 0.0005 * sum((values[l][0].astype(np.float64) ** 2).sum() / 2 for l in ('fc7', 'fc8'))
-    assert total - ce == pytest.approx(decay, rel=1e-4)
+            finetune.start_weights(session, trainer, None, pretrained)
+            loaded = trainer.model.read_weights(session)
+            conv1 = trainer.model.variables(['conv1'])[0]
+            session.run(tf.assign_add(conv1, tf.ones_like(conv1)))
+            prefix = trainer.saver.save(session, str(tmp_path / 'model.ckpt'), global_step=3)
+            saved = trainer.model.read_weights(session)
+            finetune.start_weights(session, trainer, prefix, pretrained)
+            resumed = trainer.model.read_weights(session)
+    np.testing.assert_array_equal(resumed['conv1'][0], saved['conv1'][0])
+    assert not np.array_equal(resumed['conv1'][0], loaded['conv1'][0])
 
 
 # --- Arguments --------------------------------------------------------------------------
