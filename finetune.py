@@ -168,8 +168,13 @@ class Trainer(object):
                                      weights_path, dropout_seed=self.dropout_key)
         # Naive: all eight layers run at every step. Cached: the full model holds
         # every variable (loaded, checkpointed and exported as in the naive path) and
-        # computes the cache from the views; each step runs only the head.
-        logits = self.model.head(inputs, cache_from) if self.cache else self.model.fc8
+        # computes the cache from the views; each step runs only the head (its ops in
+        # one scope, head/fc7, ..., beside the full model's in TensorBoard).
+        if self.cache:
+            with tf.name_scope('head'):
+                logits = self.model.head(inputs, cache_from)
+        else:
+            logits = self.model.fc8
         trained = self.model.variables(train_layers)
         with tf.name_scope('loss'):
             self.cross_entropy, self.loss = loss_fn(
