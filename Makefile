@@ -20,10 +20,14 @@ $(VENV)/.dev: requirements-dev.txt requirements.txt | $(BIN)/python
 DEMO_WEIGHTS = $(if $(wildcard weights/bvlc_alexnet.npy),,--weights none)
 
 demo: $(VENV)/.runtime
-	@echo "== Demo: fine-tune AlexNet's fc6-fc8 on the 5 photos in data/sample (a smoke run of the pipeline) =="
+	@echo "== Demo: fine-tune AlexNet on the 5 photos in data/sample (a smoke run of the pipeline) =="
 	$(BIN)/python finetune.py --data data/sample --val-fraction 0.4 --epochs 4 --batch-size 4 \
-	    --learning-rate 0.001 --run-name demo-$$(date +%Y%m%d-%H%M%S) $(DEMO_WEIGHTS)
-	@echo "== Next: .venv/bin/tensorboard --logdir logs, and the README's homework commands =="
+	    --learning-rate 0.001 --run logs/demo-$$(date +%Y%m%d-%H%M%S) $(DEMO_WEIGHTS)
+	@echo "== AlexNet alone: its layer table, and its graph in logs/graph for TensorBoard =="
+	rm -rf logs/graph
+	$(BIN)/python alexnet.py --graph-dir logs/graph
+	@echo "== Next: .venv/bin/tensorboard --logdir logs (tab Graphs: run demo-<time>/train is the"
+	@echo "   training graph, run graph AlexNet alone), and the README's homework commands =="
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q tests
