@@ -27,7 +27,11 @@ demo: $(VENV)/.runtime
 	$(BIN)/python finetune.py --data data/sample --val-fraction 0.4 --epochs 4 --batch-size 4 \
 	    --learning-rate 0.001 --train-layers fc6,fc7,fc8 --keep-checkpoints 1 --summary-every 1 \
 	    --run logs/demo-$$(date +%Y%m%d-%H%M%S) $(DEMO_WEIGHTS)
-	@echo "== Next: .venv/bin/tensorboard --logdir logs, and the README's homework commands =="
+	@echo "== AlexNet alone: its layer table, and its graph in logs/graph for TensorBoard =="
+	rm -rf logs/graph
+	$(BIN)/python alexnet.py --graph-dir logs/graph
+	@echo "== Next: .venv/bin/tensorboard --logdir logs (tab Graphs: run demo-<time>/train is the"
+	@echo "   training graph, run graph AlexNet alone), and the README's homework commands =="
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q tests

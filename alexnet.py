@@ -121,7 +121,7 @@ class AlexNet(object):
         self.pool5 = self._max_pool(self.conv5, 'pool5')               # -> [N, 6, 6, 256]
 
         # Flatten (NHWC order, as the converted weights expect) for the FC layers.
-        self.flattened = tf.reshape(self.pool5, [-1, 6 * 6 * 256])    # -> [N, 9216]
+        self.flattened = tf.reshape(self.pool5, [-1, 6 * 6 * 256], name='flatten')  # -> [N, 9216]
         outputs = self._fc_layers(self.flattened, 'fc6')
         self.fc6, self.fc7, self.fc8 = outputs['fc6'], outputs['fc7'], outputs['fc8']
 
@@ -213,10 +213,10 @@ class AlexNet(object):
         return output
 
     def _dropout(self, x, name):
-        # rate = 1 - keep_prob: the course feeds a keep probability (0.5 to train).
-        if self.dropout_seed is None:
-            return tf.nn.dropout(x, rate=1.0 - self.keep_prob, name=name)
-        with tf.name_scope(name):
+        with tf.name_scope(name):      # 1 - keep_prob too, for one node in TensorBoard
+            if self.dropout_seed is None:
+                # rate = 1 - keep_prob: the course feeds a keep probability (0.5 to train).
+                return tf.nn.dropout(x, rate=1.0 - self.keep_prob)
             # Keep a unit when its uniform draw is below keep_prob, scale the kept by
             # 1 / keep_prob: tf.nn.dropout's rule, with stateless draws per layer.
             seed = tf.cast(self.dropout_seed, tf.int64)
@@ -415,7 +415,7 @@ def main(argv=None):
             lambda: check_against_opencv(args.check_against_opencv, args.images, args.mean),
             errors=(weight_files.WeightFileError,))
     with tf.Graph().as_default() as graph:
-        x = tf.placeholder(tf.float32, [None, IMAGE_SIZE, IMAGE_SIZE, 3], name='x')
+        x = tf.placeholder(tf.float32, [None, IMAGE_SIZE, IMAGE_SIZE, 3], name='input')
         model = AlexNet(x, num_classes=args.num_classes)
         print('AlexNet (bvlc_alexnet), %d classes, per image:' % args.num_classes)
         print(format_table(layer_table(model)))

@@ -114,8 +114,10 @@ def evaluation(logits, labels):
 class Trainer(object):
     """The training graph: the model fed by one epoch of input at a time, and its ops.
 
-    Built once per run; every name scope reads like a part of the paper, so
-    that TensorBoard's graph shows input -> conv1..fc8 -> loss -> train.
+    Built once per run; every op is in a name scope that reads like a part of the
+    paper, so that TensorBoard's graph shows input -> conv1..fc8 -> loss, train,
+    evaluation, with summaries, checkpoints and load_weights one node each
+    (tests/test_tensorboard.py checks the scopes in what TensorBoard serves).
     """
 
     def __init__(self, train_items, val_items, num_classes, recipe, train_layers,
@@ -155,18 +157,24 @@ class Trainer(object):
             self.train_iterator = tf.data.make_initializable_iterator(train_data)
             self.val_iterator = (tf.data.make_initializable_iterator(val_data)
                                  if val_data is not None else None)
+            # Fed with every training step, like the handle.
+            self.keep_prob = tf.placeholder_with_default(1.0, [], name='keep_prob')
+            # Dropout masks are a function of (seed, step).
+            self.dropout_key = tf.placeholder_with_default(
+                tf.constant([seed, 0], tf.int64), [2], name='dropout_key')
 
-        self.keep_prob = tf.placeholder_with_default(1.0, [], name='keep_prob')
-        # Dropout masks are a function of (seed, step): fed every training step.
-        self.dropout_key = tf.placeholder_with_default(
-            tf.constant([seed, 0], tf.int64), [2], name='dropout_key')
         images = self.cache.images if self.cache else inputs
         self.model = alexnet.AlexNet(images, self.keep_prob, num_classes, skip_layer,
                                      weights_path, dropout_seed=self.dropout_key)
         # Naive: all eight layers run at every step. Cached: the full model holds
         # every variable (loaded, checkpointed and exported as in the naive path) and
-        # computes the cache from the views; each step runs only the head.
-        logits = self.model.head(inputs, cache_from) if self.cache else self.model.fc8
+        # computes the cache from the views; each step runs only the head (its ops in
+        # one scope, head/fc7, ..., beside the full model's in TensorBoard).
+        if self.cache:
+            with tf.name_scope('head'):
+                logits = self.model.head(inputs, cache_from)
+        else:
+            logits = self.model.fc8
         trained = self.model.variables(train_layers)
         with tf.name_scope('loss'):
             self.cross_entropy, self.loss = loss_fn(
@@ -174,21 +182,25 @@ class Trainer(object):
         with tf.name_scope('evaluation'):
             self.correct = evaluation(logits, labels)
             self.batch = tf.shape(labels)[0]
+            self.accuracy = tf.cast(self.correct, tf.float32) / tf.cast(self.batch, tf.float32)
         self.global_step = tf.train.get_or_create_global_step()
         with tf.name_scope('train'):
             self.learning_rate = tf.constant(recipe.learning_rate, tf.float32, name='lr')
             self.train_op, self.gradients = training(self.loss, trained, self.learning_rate,
                                                      recipe.momentum, self.global_step)
         self._epoch_state()
-        # Not in a name scope: the tags (batch/loss, fc6/weights/value, ...) read as they are.
-        self.summaries = self._summaries(None if self.cache else inputs, self.gradients)
+        with tf.name_scope('summaries'):
+            self.summaries = self._summaries(None if self.cache else inputs, self.gradients)
         self.init = tf.global_variables_initializer()
-        # Checkpoints hold every variable, momentum included, so a resume is exact;
-        # best/ holds what evaluation and export need: the weights, step and epoch.
-        # Relative paths in the `checkpoint` index: the run folder can move.
-        self.saver = tf.train.Saver(max_to_keep=None, save_relative_paths=True)
-        self.best_saver = tf.train.Saver(self.model.variables() + [self.global_step, self.epoch],
-                                         max_to_keep=1, save_relative_paths=True)
+        with tf.name_scope('checkpoints'):
+            # Checkpoints hold every variable, momentum included, so a resume is exact;
+            # best/ holds what evaluation and export need: the weights, step and epoch.
+            # Relative paths in the `checkpoint` index: the run folder can move.
+            self.saver = tf.train.Saver(max_to_keep=None, save_relative_paths=True,
+                                        name='latest')
+            self.best_saver = tf.train.Saver(
+                self.model.variables() + [self.global_step, self.epoch], max_to_keep=1,
+                save_relative_paths=True, name='best')
 
     def _epoch_state(self):
         """Where the run is, saved in every checkpoint: finished epochs, and the sums
@@ -215,18 +227,25 @@ class Trainer(object):
         return (keep_checkpoints + 1) * size(tf.global_variables()) + 2 * weights
 
     def _summaries(self, images, gradients):
-        accuracy = tf.cast(self.correct, tf.float32) / tf.cast(self.batch, tf.float32)
-        summaries = [tf.summary.scalar('batch/loss', self.cross_entropy),
-                     tf.summary.scalar('batch/accuracy', accuracy),
-                     tf.summary.scalar('learning_rate', self.learning_rate)]
+        """The per-step summaries, merged into one op.
+
+        Built with the raw summary ops, whose tags are given, not taken from the name
+        scope: the tags read batch/loss, fc6/weights/value, ... while the ops stay in
+        the caller's scope, one node in TensorBoard's graph.
+        """
+        summaries = [tf.raw_ops.ScalarSummary(tags='batch/loss', values=self.cross_entropy),
+                     tf.raw_ops.ScalarSummary(tags='batch/accuracy', values=self.accuracy),
+                     tf.raw_ops.ScalarSummary(tags='learning_rate', values=self.learning_rate)]
         for gradient, variable in gradients:
-            summaries.append(tf.summary.histogram(variable.op.name + '/value', variable))
-            summaries.append(tf.summary.histogram(variable.op.name + '/gradient', gradient))
+            summaries.append(tf.raw_ops.HistogramSummary(tag=variable.op.name + '/value',
+                                                         values=variable))
+            summaries.append(tf.raw_ops.HistogramSummary(tag=variable.op.name + '/gradient',
+                                                         values=gradient))
         if images is not None:
             # The network's input as a person sees it: de-normalised RGB.
             shown = tf.numpy_function(preprocessing.model_input_to_rgb, [images[:3]], tf.uint8)
             shown.set_shape([None, preprocessing.IMAGE_SIZE, preprocessing.IMAGE_SIZE, 3])
-            summaries.append(tf.summary.image('input', shown, max_outputs=3))
+            summaries.append(tf.raw_ops.ImageSummary(tag='input', tensor=shown, max_images=3))
         return tf.summary.merge(summaries)
 
 
