@@ -10,7 +10,10 @@ Measures, each part in a fresh Python process (so its peak resident memory is it
   ReLU, LRN, pooling and dropout are not counted. Then where the time of the
   largest batch goes, layer by layer, from one run traced by TensorFlow
   (RunMetadata step stats): each weighted layer's GFLOP/s, and how much the
-  layers without counted FLOPs (LRN, pooling) take.
+  layers without counted FLOPs (LRN, pooling) take. Then the model's LRN (alexnet.lrn)
+  against TensorFlow's own op (tf.nn.local_response_normalization, which it replaces) on
+  norm1's and norm2's inputs at that batch, runs alternating in one process; with
+  --compare-lrn also the whole forward pass and its layers both ways.
 * training: images/s of one fine-tuning step (momentum SGD, finetune.loss_fn and
   finetune.training) training fc6-fc8 and fc7-fc8, naive (the whole network
   forward, the trained layers backward) and on cached features (the head only,
@@ -27,6 +30,7 @@ Measures, each part in a fresh Python process (so its peak resident memory is it
 
     python bench.py                       # about 100 s on 2 cores
     python bench.py --epoch-images 300    # adds the epoch-time comparison
+    python bench.py --compare-lrn         # + the forward pass with TF's LRN op, about 30 s more
     python bench.py --quick               # small settings (the test)
 
 Writes the numbers to bench.json (--out). Weights are random (speed does not
@@ -76,6 +80,29 @@ def _best_seconds(session, op, repeats):
     return best
 
 
+def _alternating_best(runs, repeats):
+    """{key: fastest of `repeats` runs} for runs {key: (session, op)}, after one warm-up
+    run each; the keys take turns, so a busy moment of a shared machine hits them alike."""
+    for session, op in runs.values():
+        session.run(op)
+    best = {key: float('inf') for key in runs}
+    for _ in range(repeats):
+        for key, (session, op) in runs.items():
+            start = time.perf_counter()
+            session.run(op)
+            best[key] = min(best[key], time.perf_counter() - start)
+    return best
+
+
+def reference_lrn(x, name=None):
+    """TensorFlow's own LRN op with the model's constants: what alexnet.lrn replaces."""
+    tf = _tf()
+    import alexnet
+    return tf.nn.local_response_normalization(
+        x, depth_radius=alexnet.LRN_DEPTH_RADIUS, bias=alexnet.LRN_BIAS,
+        alpha=alexnet.LRN_ALPHA, beta=alexnet.LRN_BETA, name=name)
+
+
 # --- The parts ---------------------------------------------------------------
 
 def bench_matmul(matmul_size, repeats):
@@ -92,8 +119,9 @@ def bench_matmul(matmul_size, repeats):
     return 2.0 * matmul_size ** 3 / seconds / 1e9
 
 
-def bench_compute(matmul_size, batch_sizes, repeats):
-    """Matrix-product peak, then AlexNet forward speed as a share of it."""
+def bench_compute(matmul_size, batch_sizes, repeats, compare_lrn=False):
+    """Matrix-product peak, then AlexNet forward speed as a share of it; the model's LRN
+    against TF's op (and with compare_lrn the forward pass both ways)."""
     tf = _tf()
     import alexnet
     # The peak is measured before and after the forward runs and the better one kept:
@@ -116,6 +144,9 @@ def bench_compute(matmul_size, batch_sizes, repeats):
         gflops = flops * batch / seconds / 1e9
         result['forward'].append({'batch': batch, 'images_per_second': batch / seconds,
                                   'gflop_per_image': flops / 1e9, 'gflops': gflops})
+    result['lrn'] = bench_lrn(max(batch_sizes), repeats)
+    if compare_lrn:
+        result['lrn_forward'] = compare_lrn_forward(max(batch_sizes), repeats)
     after = bench_matmul(matmul_size, repeats)
     peak = max(before, after)
     result.update(matmul_gflops=peak, matmul_gflops_before=before, matmul_gflops_after=after)
@@ -123,6 +154,69 @@ def bench_compute(matmul_size, batch_sizes, repeats):
         row['share_of_peak'] = row['gflops'] / peak
     for row in result['layers']:
         row['share_of_peak'] = row['gflops'] / peak if row['gflops'] else None
+    for row in result.get('lrn_forward', {}).values():
+        row['share_of_peak'] = row['gflops'] / peak
+    return result
+
+
+def bench_lrn(batch, repeats):
+    """Seconds of alexnet.lrn and of TF's LRN op on each LRN layer's input [batch, H, W, C]."""
+    tf = _tf()
+    import alexnet
+    with tf.Graph().as_default():
+        model = alexnet.AlexNet(tf.placeholder(tf.float32, [None, 227, 227, 3]))
+        shapes = [(layer.name, layer.input.shape.as_list()[1:])
+                  for layer in model.layers if layer.kind == 'lrn']
+    rows = []
+    for name, shape in shapes:
+        with tf.Graph().as_default():
+            # About the size of conv1's ReLU outputs; the speed does not depend on the values.
+            x = tf.Variable(tf.nn.relu(tf.random.normal([batch] + shape, stddev=100.0)))
+            runs = {'alexnet_lrn': alexnet.lrn(x).op, 'tf_op': reference_lrn(x).op}
+            with tf.Session() as session:
+                session.run(tf.global_variables_initializer())
+                best = _alternating_best({key: (session, op) for key, op in runs.items()},
+                                         repeats)
+        rows.append({'layer': name, 'input': [batch] + shape, 'seconds': best['alexnet_lrn'],
+                     'tf_op_seconds': best['tf_op'],
+                     'speedup': best['tf_op'] / best['alexnet_lrn']})
+    return rows
+
+
+def compare_lrn_forward(batch, repeats):
+    """The forward pass at `batch` as built (alexnet.lrn) and with TF's LRN op in its place,
+    runs alternating; each one's images/s and traced layers."""
+    tf = _tf()
+    import alexnet
+    from unittest import mock
+    graphs = {}
+    for key in ('alexnet_lrn', 'tf_op'):
+        graph = tf.Graph()
+        with graph.as_default():
+            x = tf.Variable(tf.random.uniform([batch, 227, 227, 3], -120.0, 120.0))
+            if key == 'tf_op':
+                # AlexNet._lrn calls the module's lrn(): the same graph with TF's op there.
+                with mock.patch.object(alexnet, 'lrn', reference_lrn):
+                    model = alexnet.AlexNet(x)
+            else:
+                model = alexnet.AlexNet(x)
+            flops = 2.0 * sum(row['connections'] for row in alexnet.layer_table(model)
+                              if row['connections'])
+            session = tf.Session(graph=graph)
+            session.run(tf.global_variables_initializer())
+        graphs[key] = (session, model)
+    try:
+        best = _alternating_best({key: (session, model.fc8.op)
+                                  for key, (session, model) in graphs.items()}, repeats)
+        result = {}
+        for key, (session, model) in graphs.items():
+            with session.graph.as_default():
+                layers = layer_times(session, model, batch)
+            result[key] = {'batch': batch, 'images_per_second': batch / best[key],
+                           'gflops': flops * batch / best[key] / 1e9, 'layers': layers}
+    finally:
+        for session, _ in graphs.values():
+            session.close()
     return result
 
 
@@ -361,7 +455,7 @@ def child(part, settings):
     """In the child process: run `part`, print its result as one JSON line."""
     if part == 'compute':
         result = bench_compute(settings['matmul_size'], settings['batch_sizes'],
-                               settings['repeats'])
+                               settings['repeats'], settings.get('compare_lrn', False))
     elif part == 'training':
         result = bench_training(settings['train_batch'], settings['repeats'])
     elif part == 'pipeline':
@@ -411,6 +505,31 @@ def format_report(results):
     uncounted = sum(row['seconds'] for row in layers if row['gflops'] is None)
     lines.append('  layers without counted FLOPs (LRN, pooling, dropout): %.0f%% of the time'
                  % (100 * uncounted / total))
+    lines += ['', 'LRN alone, batch %d: alexnet.lrn vs tf.nn.local_response_normalization '
+              '(best of %d runs, alternating)' % (compute['lrn'][0]['input'][0],
+                                                  results['settings']['repeats']),
+              '  layer   input          alexnet.lrn ms   TF op ms   speed-up']
+    for row in compute['lrn']:
+        lines.append('  %-6s  %-13s  %14.1f   %8.1f   %7.2fx' % (
+            row['layer'], 'x'.join(str(d) for d in row['input'][1:]), 1000 * row['seconds'],
+            1000 * row['tf_op_seconds'], row['speedup']))
+    both = compute.get('lrn_forward')
+    if both:
+        lines += ['', 'Batch %d forward, alexnet.lrn vs TF\'s LRN op in its place (runs '
+                  'alternating; LRN share from one traced run each)' % both['tf_op']['batch'],
+                  '  LRN           images/s   GFLOP/s   share of matmul peak   LRN share '
+                  'of time (norm1, norm2 ms)']
+        for key, label in (('alexnet_lrn', 'alexnet.lrn'), ('tf_op', 'TF op')):
+            row = both[key]
+            times = {layer['layer']: layer['seconds'] for layer in row['layers']}
+            lrn = [name for name in times if name.startswith('norm')]
+            lines.append('  %-12s  %8.1f   %7.1f   %5.0f%%                 %5.1f%% (%s)' % (
+                label, row['images_per_second'], row['gflops'], 100 * row['share_of_peak'],
+                100 * sum(times[name] for name in lrn) / sum(times.values()),
+                ', '.join('%.0f' % (1000 * times[name]) for name in lrn)))
+        lines.append('  alexnet.lrn makes the forward pass %.2fx as fast'
+                     % (both['alexnet_lrn']['images_per_second']
+                        / both['tf_op']['images_per_second']))
     lines += ['', 'Fine-tuning step, batch %d (images/s)   [peak RSS %.0f MB]'
               % (training['batch'], training['peak_rss_mb']),
               '  trained   naive    cached   cached/naive']
@@ -466,6 +585,9 @@ def parse_args(argv=None):
                         help='epochs per --epoch-images run (the median epoch is reported)')
     parser.add_argument('--epoch-views', default='2',
                         help='--cache-views of the cached epoch runs (ten-crops or a number)')
+    parser.add_argument('--compare-lrn', action='store_true',
+                        help="also time the largest batch's forward pass with TensorFlow's "
+                             'LRN op in place of alexnet.lrn, runs alternating')
     parser.add_argument('--part', default=None, help=argparse.SUPPRESS)     # child process
     parser.add_argument('--settings', default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -486,6 +608,7 @@ def main(argv=None):
         settings = {'matmul_size': 4096, 'batch_sizes': [1, 32, 128], 'repeats': args.repeats,
                     'train_batch': 128, 'pipeline_images': 256, 'pipeline_batch': 32,
                     'memory_images': [2000, 20000]}
+    settings['compare_lrn'] = args.compare_lrn
     started = time.time()
     results = {'date': time.strftime('%Y-%m-%d %H:%M'), 'cpus': os.cpu_count(),
                'python': sys.version.split()[0], 'settings': settings}

@@ -84,6 +84,59 @@ def test_forward_pass_matches_numpy_reference(graph, bvlc_npy, bvlc_layers):
         assert relative < 1e-4, (name, relative)
 
 
+
+# --- LRN: alexnet.lrn against TensorFlow's op and Caffe's formula ---
+
+def relu_activations(shape, seed=0):
+    """Values like conv1's and conv2's ReLU outputs: half zeros, the rest up to a few
+    hundred, where alpha/n * sum(a^2) is about 1 and the normalization matters."""
+    rng = np.random.RandomState(seed)
+    return np.maximum(rng.standard_normal(shape) * 100, 0).astype(np.float32)
+
+
+@pytest.mark.parametrize('shape', [[2, 6, 5, 96], [2, 4, 3, 256], [3, 2, 3, 20], [2, 2, 2, 7]],
+                         ids=['norm1-96', 'norm2-256', '20-channels', '7-channels'])
+def test_lrn_equals_tensorflow_op_and_caffe_formula(graph, shape):
+    x = relu_activations(shape)
+    assert 200 < x.max() < 600
+    ours = alexnet.lrn(tf.constant(x), name='norm1')
+    theirs = tf.nn.local_response_normalization(
+        tf.constant(x), depth_radius=2, bias=1.0, alpha=1e-4 / 5, beta=0.75)
+    with tf.Session() as session:
+        got, tf_op = session.run([ours, theirs])
+    caffe = np_lrn(x.astype(np.float64))              # alpha 1e-4 over n = 5, beta 0.75, k 1
+    assert ours.op.name == 'norm1' and got.shape == x.shape
+    # Outputs go up to about 140, where one float32 step is 1.5e-5: relative 1e-5 is a few
+    # roundings. The first and last 2 channels have shorter windows: checked on their own.
+    for want in (tf_op, caffe):
+        np.testing.assert_allclose(got[..., :2], want[..., :2], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(got[..., -2:], want[..., -2:], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert np.abs(caffe - x).max() > 10               # the inputs are large enough to matter
+
+
+@pytest.mark.parametrize('channels', [96, 20])
+def test_lrn_gradient_equals_tensorflow_op_gradient(graph, channels):
+    shape = [2, 3, 4, channels]
+    x = tf.constant(relu_activations(shape, seed=1))
+    upstream = tf.constant(np.random.RandomState(2).standard_normal(shape).astype(np.float32))
+    ours = tf.gradients(alexnet.lrn(x), x, upstream)[0]
+    theirs = tf.gradients(tf.nn.local_response_normalization(
+        x, depth_radius=2, bias=1.0, alpha=1e-4 / 5, beta=0.75), x, upstream)[0]
+    with tf.Session() as session:
+        got, want = session.run([ours, theirs])
+    assert np.abs(want).max() > 1
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_lrn_with_another_beta_is_tensorflow_op(graph):
+    x = relu_activations([1, 2, 2, 32])
+    output = alexnet.lrn(tf.constant(x), beta=0.5, name='norm')
+    with tf.Session() as session:
+        got = session.run(output)
+    assert output.op.type == 'LRN' and output.op.name == 'norm'
+    np.testing.assert_allclose(got, np_lrn(x.astype(np.float64), beta=0.5), rtol=1e-5, atol=1e-5)
+
 def test_variable_names_equal_weight_file_keys(graph):
     build()
     assert {v.name for v in tf.global_variables()} == EXPECTED_VARIABLES

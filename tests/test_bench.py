@@ -9,7 +9,7 @@ import bench
 @pytest.mark.slow
 def test_quick_bench_prints_the_table_and_writes_json(tmp_path, capsys):
     out = tmp_path / 'bench.json'
-    assert bench.main(['--quick', '--out', str(out)]) == 0
+    assert bench.main(['--quick', '--compare-lrn', '--out', str(out)]) == 0
     printed = capsys.readouterr().out
     for text in ('GFLOP/s peak', 'share of matmul peak', 'cached/naive', 'Input pipeline alone',
                  'numbers written to %s' % out):
@@ -28,6 +28,16 @@ def test_quick_bench_prints_the_table_and_writes_json(tmp_path, capsys):
     assert [row['layer'] for row in layers if row['gflops']] == [
         'conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'fc8']
     assert "Where batch 8's forward goes" in printed
+    # The model's LRN against TF's op, alone and (--compare-lrn) in the whole forward pass.
+    assert [(row['layer'], row['input']) for row in results['compute']['lrn']] == [
+        ('norm1', [8, 55, 55, 96]), ('norm2', [8, 27, 27, 256])]
+    assert all(row['seconds'] > 0 and row['tf_op_seconds'] > 0
+               for row in results['compute']['lrn'])
+    both = results['compute']['lrn_forward']
+    for key in ('alexnet_lrn', 'tf_op'):
+        assert both[key]['images_per_second'] > 0
+        assert [row['layer'] for row in both[key]['layers']] == [row['layer'] for row in layers]
+    assert 'LRN alone, batch 8' in printed and 'alexnet.lrn makes the forward pass' in printed
     for name in ('fc6-fc8', 'fc7-fc8'):
         row = results['training'][name]
         assert row['naive'] > 0 and row['ratio'] == pytest.approx(row['cached'] / row['naive'])
