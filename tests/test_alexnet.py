@@ -263,3 +263,13 @@ def test_main_prints_table_and_writes_graph(tmp_path, capsys):
     graphs = [e for e in tf.train.summary_iterator(events[0]) if e.graph_def]
     node_names = {node.name for node in tf.GraphDef.FromString(graphs[0].graph_def).node}
     assert {'conv1/weights', 'conv2/concat', 'fc8/biases'} <= node_names
+
+
+def test_with_a_gpu_visible_lrn_is_tfs_own_op(graph, monkeypatch):
+    monkeypatch.setattr(alexnet, '_gpu_visible', lambda: True)
+    x = tf.placeholder(tf.float32, [None, 13, 13, 96])
+    alexnet.lrn(x, name='norm')
+    assert [op.type for op in graph.get_operations() if op.name.startswith('norm')] == ['LRN']
+    monkeypatch.setattr(alexnet, '_gpu_visible', lambda: False)
+    alexnet.lrn(x, name='fast')
+    assert 'LRN' not in [op.type for op in graph.get_operations() if op.name.startswith('fast')]
