@@ -62,7 +62,7 @@ LRN_CHANNEL_BLOCK = 16
 
 
 @functools.lru_cache(maxsize=1)
-def _gpu_visible():
+def gpu_visible():
     """Whether TensorFlow sees a GPU (then LRN uses TF's own op)."""
     return bool(tf.config.experimental.list_physical_devices('GPU'))
 
@@ -73,7 +73,7 @@ def lrn(x, depth_radius=LRN_DEPTH_RADIUS, alpha=LRN_ALPHA, beta=LRN_BETA, bias=L
     x / (bias + alpha * sum of x^2 over channels c - depth_radius .. c + depth_radius)^beta,
     the arguments and numbers of tf.nn.local_response_normalization; computed as the
     comment at LRN_CHANNEL_BLOCK says when beta is 0.75, else by TF's op."""
-    if beta != 0.75 or _gpu_visible():
+    if beta != 0.75 or gpu_visible():
         # A GPU has cuDNN's LRN kernel; the pieces below would be many small kernels there.
         return tf.nn.local_response_normalization(x, depth_radius=depth_radius, bias=bias,
                                                   alpha=alpha, beta=beta, name=name)

@@ -285,17 +285,38 @@ def bench_training(batch, steps):
             speeds['cached' if cached else 'naive'] = batch / seconds
         speeds['ratio'] = speeds['cached'] / speeds['naive']
         result[name] = speeds
+    result['all layers'] = {'naive': batch / all_layers_step(batch, steps)}
     return result
+
+
+def all_layers_step(batch, steps):
+    """Seconds of one training step of all eight layers (training from scratch)."""
+    tf = _tf()
+    import alexnet
+    import finetune
+    with tf.Graph().as_default():
+        labels = tf.Variable(tf.zeros([batch], tf.int32), trainable=False)
+        images = tf.Variable(tf.random.uniform([batch, 227, 227, 3], -120.0, 120.0),
+                             trainable=False)
+        model = alexnet.AlexNet(images, tf.constant(0.5), num_classes=2)
+        _, loss = finetune.loss_fn(model.fc8, labels, 5e-4, model.variables(biases=False))
+        train_op, _ = finetune.training(loss, model.variables(), 1e-3, 0.9,
+                                        tf.train.get_or_create_global_step())
+        with tf.Session() as session:
+            session.run(tf.global_variables_initializer())
+            return _best_seconds(session, train_op, steps)
 
 
 # --- Generated photos ------------------------------------------------------
 
-def make_benchmark_images(folder, count, size=(500, 375), distinct=20, seed=0):
+def make_benchmark_images(folder, count, size=(500, 375), distinct=20, seed=0, copies=False):
     """Writes `distinct` smooth noisy JPEGs of size (width, height) and links to them up to
     `count` files (cat.<i>.jpg / dog.<i>.jpg); returns find_dataset-style items.
 
     Cats are tinted red and dogs blue, so that even random frozen features can tell
-    them apart and two ways of training can be compared on validation accuracy."""
+    them apart and two ways of training can be compared on validation accuracy.
+    copies: write each file's bytes instead of a link, for runs of finetune.py, whose
+    dataset walk counts one file (one inode) once."""
     if distinct % 2:
         raise ValueError('distinct must be even: image i is source i % distinct, label i % 2')
     os.makedirs(folder, exist_ok=True)
@@ -318,6 +339,8 @@ def make_benchmark_images(folder, count, size=(500, 375), distinct=20, seed=0):
         path = os.path.join(folder, '%s.%d.jpg' % (('cat', 'dog')[label], i))
         if not os.path.exists(path):
             try:
+                if copies:
+                    raise OSError('copies asked for')
                 os.symlink(os.path.basename(sources[i % distinct]), path)
             except OSError:
                 with open(sources[i % distinct], 'rb') as src, open(path, 'wb') as dst:
@@ -427,7 +450,12 @@ def bench_epoch(data, weights, log_dir, train_layers, cached, epochs, views, bat
         rows = list(csv.DictReader(f))
     with open(os.path.join(run, 'run.json'), encoding='utf-8') as f:
         cache = json.load(f).get('feature_cache') or {}
+    # ru_maxrss of the children: the largest finished child's, finetune.py's here.
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return {'epoch_seconds': float(np.median([float(r['seconds']) for r in rows])),
+            'epoch_seconds_sum': float(sum(float(r['seconds']) for r in rows)),
+            'finetune_peak_rss_mb': children * (1.0 if sys.platform == 'darwin' else 1024.0)
+            / 2 ** 20,
             'first_epoch_seconds': float(rows[0]['seconds']),
             'val_accuracy': float(rows[-1]['val_accuracy']),
             'cache_seconds': cache.get('seconds') if cache.get('built') else None,
@@ -477,8 +505,8 @@ def child(part, settings):
     print(json.dumps(result))
 
 
-def format_report(results):
-    """The table people read; the JSON has every number."""
+def format_measurements(results):
+    """The table of the compute, training and pipeline parts."""
     compute, training, pipeline = results['compute'], results['training'], results['pipeline']
     lines = ['matmul %dx%d float32: %.1f GFLOP/s peak (best of %d, before: %.1f, after the '
              'forward runs: %.1f)   [peak RSS %.0f MB]'
@@ -537,6 +565,9 @@ def format_report(results):
         row = training[name]
         lines.append('  %-7s  %7.1f  %8.1f   %6.1fx' % (name, row['naive'], row['cached'],
                                                         row['ratio']))
+    if 'all layers' in training:
+        lines.append('  all 8 layers (from scratch): %.1f images/s'
+                     % training['all layers']['naive'])
     naive = training['fc6-fc8']['naive']
     lines += ['', 'Input pipeline alone (decode+augment, %d generated 500x375 JPEGs): %.1f '
               'images/s = %.1fx what naive fc6-fc8 training consumes   [peak RSS %.0f MB]'
@@ -551,7 +582,35 @@ def format_report(results):
               '%.0f MB over %d (%+.0f%%)'
               % (small['peak_rss_mb'], small['images'], large['peak_rss_mb'], large['images'],
                  100.0 * (large['peak_rss_mb'] / small['peak_rss_mb'] - 1))]
+    return lines
+
+
+def format_laptop(epochs):
+    """bench.py --laptop: finetune.py end to end on cached features, per trained head."""
+    lines = ['', 'finetune.py end to end on %d generated 500x375 photos (%d train), cached features '
+             '(%s views), %s epochs, batch %d' % (epochs['images'], epochs['train_images'],
+                                                 epochs['views'], epochs.get('epochs', '?'),
+                                                 epochs['batch']),
+             '  trained  scan+setup s  cache build s  s/epoch  total min  val acc  peak RSS MB']
+    for name, _ in HEAD_CONFIGS:
+        row = epochs['cached:' + name]
+        epochs_seconds = row['epoch_seconds_sum']
+        setup = row['total_seconds'] - epochs_seconds - (row['cache_seconds'] or 0)
+        lines.append('  %-7s  %12.0f  %13s  %7.1f  %9.1f  %7.3f  %11.0f' % (
+            name, setup, '-' if row['cache_seconds'] is None else '%.0f' % row['cache_seconds'],
+            row['epoch_seconds'], row['total_seconds'] / 60, row['val_accuracy'],
+            row['finetune_peak_rss_mb']))
+    return lines
+
+
+def format_report(results):
+    """The table people read; the JSON has every number."""
+    lines = []
+    if 'compute' in results:
+        lines = format_measurements(results)
     epochs = results.get('epochs')
+    if epochs and 'naive:fc6-fc8' not in epochs:
+        return '\n'.join(lines + format_laptop(epochs))
     if epochs:
         lines += ['', 'finetune.py epochs on %d generated photos (%d train), %s views cached, '
                   'batch %d' % (epochs['images'], epochs['train_images'], epochs['views'],
@@ -565,7 +624,7 @@ def format_report(results):
                     name, mode, row['epoch_seconds'],
                     naive_row['epoch_seconds'] / row['epoch_seconds'],
                     '-' if row['cache_seconds'] is None else '%.1f' % row['cache_seconds'],
-                    row['val_accuracy'], row['peak_rss_mb']))
+                    row['val_accuracy'], row['finetune_peak_rss_mb']))
     return '\n'.join(lines)
 
 
@@ -584,7 +643,12 @@ def parse_args(argv=None):
     parser.add_argument('--epochs', type=int, default=5,
                         help='epochs per --epoch-images run (the median epoch is reported)')
     parser.add_argument('--epoch-views', default='2',
-                        help='--cache-views of the cached epoch runs (ten-crops or a number)')
+                        help='--cache-views of the cached epoch runs (auto, ten-crops or a number)')
+    parser.add_argument('--laptop', action='store_true',
+                        help='only the fine-tuning of fc6-fc8 and fc7-fc8 on cached features, '
+                             'end to end (scan, cache, epochs) as finetune.py runs by default on '
+                             'this machine: --epoch-images 25000, --epochs 10, --epoch-views auto '
+                             'unless given')
     parser.add_argument('--compare-lrn', action='store_true',
                         help="also time the largest batch's forward pass with TensorFlow's "
                              'LRN op in place of alexnet.lrn, runs alternating')
@@ -600,7 +664,17 @@ def main(argv=None):
         child(args.part, json.loads(args.settings))
         return 0
     if args.repeats < 1 or args.epoch_images < 0 or args.epochs < 1:
-        sys.exit('error: --repeats and --epochs must be at least 1, --epoch-images at least 0')
+        print('error: --repeats and --epochs must be at least 1, --epoch-images at least 0',
+              file=sys.stderr)
+        return 2
+    if args.laptop:
+        defaults = parse_args([])
+        if args.epoch_images == defaults.epoch_images:
+            args.epoch_images = 25000
+        if args.epochs == defaults.epochs:
+            args.epochs = 10
+        if args.epoch_views == defaults.epoch_views:
+            args.epoch_views = 'auto'
     if args.quick:
         settings = {'matmul_size': 1024, 'batch_sizes': [1, 8], 'repeats': 1, 'train_batch': 8,
                     'pipeline_images': 32, 'pipeline_batch': 16, 'memory_images': [50, 500]}
@@ -612,13 +686,14 @@ def main(argv=None):
     started = time.time()
     results = {'date': time.strftime('%Y-%m-%d %H:%M'), 'cpus': os.cpu_count(),
                'python': sys.version.split()[0], 'settings': settings}
-    for part in ('compute', 'training', 'pipeline'):
+    for part in () if args.laptop else ('compute', 'training', 'pipeline'):
         print('measuring %s ...' % part, flush=True)
         results[part] = run_part(part, settings)
-    print('measuring pipeline memory ...', flush=True)
-    results['memory'] = [run_part('memory:%d' % count, settings)
-                         for count in settings['memory_images']]
-    results['tensorflow'] = results['compute']['tensorflow']
+    if not args.laptop:
+        print('measuring pipeline memory ...', flush=True)
+        results['memory'] = [run_part('memory:%d' % count, settings)
+                             for count in settings['memory_images']]
+        results['tensorflow'] = results['compute']['tensorflow']
     if args.epoch_images:
         results['epochs'] = run_epochs(args, settings)
     results['seconds'] = time.time() - started
@@ -636,11 +711,11 @@ def run_epochs(args, settings):
     import datasets
     work = tempfile.mkdtemp(prefix='bench-epochs-')
     try:
-        # A list file: the generated folder also holds the source*.jpg the photos link to.
+        # A list file: the generated folder also holds the source*.jpg the photos copy.
         data = os.path.join(work, 'photos.txt')
         with open(data, 'w', encoding='utf-8') as f:
             f.writelines('%s %d\n' % item for item in make_benchmark_images(
-                os.path.join(work, 'photos'), args.epoch_images))
+                os.path.join(work, 'photos'), args.epoch_images, copies=True))
         weights = alexnet.DEFAULT_WEIGHTS_PATH
         if not os.path.isfile(weights):
             weights = os.path.join(work, 'stand_in.npz')
@@ -652,9 +727,10 @@ def run_epochs(args, settings):
         found = datasets.find_dataset(data)
         train, _ = datasets.split_dataset(found.items, 0.1, 0)
         epochs = {'images': args.epoch_images, 'train_images': len(train),
-                  'views': args.epoch_views, 'batch': batch, 'weights': weights}
+                  'views': args.epoch_views, 'batch': batch, 'weights': weights,
+                  'epochs': args.epochs}
         for name, _ in HEAD_CONFIGS:
-            for mode in ('naive', 'cached'):
+            for mode in ('cached',) if args.laptop else ('naive', 'cached'):
                 print('measuring finetune.py epochs, %s %s ...' % (mode, name), flush=True)
                 epochs[mode + ':' + name] = run_part('epoch:%s:%s' % (mode, name),
                                                      epoch_settings)

@@ -510,11 +510,13 @@ def parse_args(argv=None):
                              '<logs>/.decoded-cache after the first epoch, so later epochs '
                              'skip JPEG decoding (about 0.25 MB a photo; shuffles within a '
                              'window of %d photos)' % datagenerator.DECODED_SHUFFLE_IMAGES)
-    parser.add_argument('--cache-views', default=feature_cache.TEN_CROPS,
+    parser.add_argument('--cache-views', default=feature_cache.AUTO,
                         help="with --cache-features: views cached per training image, "
-                             "'%s' (the paper's 4 corners + center and their mirrors) or a "
-                             "number N of random augmented crops; one is drawn per epoch"
-                             % feature_cache.TEN_CROPS)
+                             "'%s' (the paper's 4 corners + center and their mirrors), a "
+                             "number N of random augmented crops, or '%s': ten crops with a "
+                             'GPU, %d random crops on a CPU (each view is a forward pass); one '
+                             'is drawn per epoch' % (feature_cache.TEN_CROPS, feature_cache.AUTO,
+                                                     feature_cache.CPU_VIEWS))
     args = parser.parse_args(argv)
     try:
         args.train_layers = parse_train_layers(

@@ -266,10 +266,10 @@ def test_main_prints_table_and_writes_graph(tmp_path, capsys):
 
 
 def test_with_a_gpu_visible_lrn_is_tfs_own_op(graph, monkeypatch):
-    monkeypatch.setattr(alexnet, '_gpu_visible', lambda: True)
+    monkeypatch.setattr(alexnet, 'gpu_visible', lambda: True)
     x = tf.placeholder(tf.float32, [None, 13, 13, 96])
     alexnet.lrn(x, name='norm')
     assert [op.type for op in graph.get_operations() if op.name.startswith('norm')] == ['LRN']
-    monkeypatch.setattr(alexnet, '_gpu_visible', lambda: False)
+    monkeypatch.setattr(alexnet, 'gpu_visible', lambda: False)
     alexnet.lrn(x, name='fast')
     assert 'LRN' not in [op.type for op in graph.get_operations() if op.name.startswith('fast')]

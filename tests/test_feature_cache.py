@@ -199,3 +199,12 @@ def test_finetune_cached_end_to_end(tmp_path, weights, capsys):
     assert finetune.main(naive + ['--train-layers', 'fc6,fc7', '--cache-features',
                                   '--epochs', '1', '--max-steps', '1']) == 0
     assert 'does not apply (frozen fc8 comes after trained fc6' in capsys.readouterr().out
+
+
+def test_auto_views_are_ten_crops_with_a_gpu_and_two_without(monkeypatch):
+    monkeypatch.setattr(alexnet, 'gpu_visible', lambda: True)
+    assert feature_cache.parse_views('auto') == feature_cache.TEN_CROPS
+    monkeypatch.setattr(alexnet, 'gpu_visible', lambda: False)
+    assert feature_cache.parse_views('auto') == 2
+    with pytest.raises(ValueError, match="'auto', 'ten-crops' or a positive number"):
+        feature_cache.parse_views('many')
