@@ -52,6 +52,8 @@ import time
 
 import numpy as np
 
+import command_line
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 HEAD_CONFIGS = (('fc6-fc8', ('fc6', 'fc7', 'fc8')), ('fc7-fc8', ('fc7', 'fc8')))
 
@@ -629,10 +631,9 @@ def format_report(results):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = command_line.ArgumentParser(
         description='Measure AlexNet forward and fine-tuning speed against this '
-                    "machine's matrix-product peak, the input pipeline, and cached features.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "machine's matrix-product peak, the input pipeline, and cached features.")
     parser.add_argument('--out', default='bench.json', help='where to write the numbers')
     parser.add_argument('--quick', action='store_true',
                         help='tiny settings: a smoke run of every part in well under a minute')
