@@ -230,7 +230,9 @@ def parse_args(argv=None):
     command_line.add_seed(filters)
 
     features = commands.add_parser('features', help="an image's conv1 maps, and conv2 kernels")
-    features.add_argument('--image', required=True, help='the photo, e.g. images/zebra.jpg')
+    features.add_argument('--image', required=True,
+                          help='the photo, e.g. images/tiger.jpg (a striped animal, as the '
+                               'homework asks)')
     command_line.add_weights(features, alexnet.DEFAULT_WEIGHTS_PATH)
     command_line.add_out(features, os.path.join('logs', 'conv1_features.png'),
                          'PNG of the feature maps')
