@@ -34,9 +34,10 @@ bvlc_alexnet laid out so:
   227x227. Here each column reads the whole image with its 48 of them
   (conv1's weights split by output channel), which computes the same maps;
 * weights: the paper kept each GPU's half of the weights on that GPU; here every
-  layer keeps one variable, named and shaped as the weight files have it, on
-  the first device, split in the graph: each step copies column 1's halves to
-  the second device (and, in training, their gradients back);
+  layer keeps one variable, named and shaped as the weight files have it, where
+  TensorFlow places it (with GPUs: the first), split in the graph on the first
+  device: each step copies column 1's halves to the second device (and, in
+  training, their gradients back);
 * fc8: its neurons are split too (500 + 500), joined on the first device for
   the softmax.
 
@@ -288,10 +289,11 @@ class AlexNet(object):
         channels = x.whole.shape.as_list()[-1]
         groups = 1 if reads_both else 2
         with tf.variable_scope(name):
-            # One variable per layer, as the weight files have them, on the first
-            # device; split there, so that only its half goes to the second.
+            # One variable per layer, as the weight files have them, where TensorFlow
+            # places it (pinned to a missing device, soft placement would move it with
+            # a page of warnings); split on the first device, which sends column 1 its half.
+            weights, biases = _conv_variables(kernel, channels // groups, filters, bias)
             with tf.device(self.devices[0]):
-                weights, biases = _conv_variables(kernel, channels // groups, filters, bias)
                 kernel_parts = tf.split(weights, 2, axis=3, name='split_weights')
                 bias_parts = tf.split(biases, 2, name='split_biases')
             outputs = []
@@ -312,8 +314,8 @@ class AlexNet(object):
         reads every neuron of x (all of x.parts)."""
         sizes = [units - units // 2, units // 2]   # fc8 of an odd class count: one more first
         with tf.variable_scope(name, reuse=reuse or None):
-            with tf.device(self.devices[0]):
-                weights, biases = _fc_variables(x.whole.shape.as_list()[-1], units, bias)
+            weights, biases = _fc_variables(x.whole.shape.as_list()[-1], units, bias)
+            with tf.device(self.devices[0]):   # as in _conv_columns
                 weight_parts = tf.split(weights, sizes, axis=1, name='split_weights')
                 bias_parts = tf.split(biases, sizes, name='split_biases')
             outputs = []

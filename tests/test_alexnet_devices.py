@@ -202,7 +202,8 @@ def test_main_writes_the_two_column_graph(tmp_path, capsys):
     assert device['conv1/column0/Conv2D'] == '/device:GPU:0'
     assert device['conv1/column1/Conv2D'] == '/device:GPU:1'
     assert device['fc6/column1/xw_plus_b/MatMul'] == '/device:GPU:1'
-    assert device['norm1'] == device['conv1/weights'] == '/device:GPU:0'
+    assert device['norm1'] == device['conv1/split_weights'] == '/device:GPU:0'
+    assert device['conv1/weights'] == ''      # where TensorFlow places it
 
 
 @pytest.mark.parametrize('argv, message', [
