@@ -15,8 +15,35 @@ load into it. It differs from the paper where bvlc_alexnet does:
   Caffe's local_size 5, alpha 1e-4, beta 0.75, k 1;
 * no softmax: ``fc8`` holds the logits.
 
+Two GPUs (section 3.2, Figure 2): ``AlexNet(x, devices=('/gpu:0', '/gpu:1'))``
+builds the same layers in two columns, column k computing half of every
+layer's kernels (or neurons) on devices[k]: conv1's kernels 0-47 on the first
+device, 48-95 on the second (Figure 3's "GPU 1" and "GPU 2" rows), conv2, conv4
+and conv5 each column on its own maps, conv3 and fc6, fc7, fc8 reading both
+columns where the paper's GPUs communicate. Same variables, same outputs
+(bit-identical on a CPU). Where the paper's two-GPU network differs from
+bvlc_alexnet laid out so:
+
+* LRN: the paper normalized on each GPU over that GPU's own maps, so a window
+  stopped at the boundary between the halves; bvlc_alexnet's windows run over
+  all 96 (256) maps. Here norm1 and norm2 therefore read both columns, on the
+  first device, and send column 1's half back: a cross-device exchange the paper
+  did not have, in layers 1 and 2;
+* conv1: in the paper each GPU read the whole 224x224 image with its 48
+  kernels; bvlc_alexnet's conv1 is one layer of 96 kernels (no groups) on
+  227x227. Here each column reads the whole image with its 48 of them
+  (conv1's weights split by output channel), which computes the same maps;
+* weights: the paper kept each GPU's half of the weights on that GPU; here every
+  layer keeps one variable, named and shaped as the weight files have it, where
+  TensorFlow places it (with GPUs: the first), split in the graph on the first
+  device: each step copies column 1's halves to the second device (and, in
+  training, their gradients back);
+* fc8: its neurons are split too (500 + 500), joined on the first device for
+  the softmax.
+
 Run ``python alexnet.py`` for the course's per-layer table (computed from the
-built graph), ``--graph-dir logs/graph`` to write the graph for TensorBoard, and
+built graph), ``--graph-dir logs/graph`` to write the graph for TensorBoard
+(with ``--devices /gpu:0,/gpu:1``: the two columns, Color: Device), and
 ``--check-against-opencv weights/bvlc_alexnet.caffemodel images/*.jpg`` to run the
 real model through OpenCV's Caffe engine beside this graph (caffe_reference.py).
 """
@@ -24,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import functools
 import os
 import sys
@@ -114,6 +142,11 @@ def lrn(x, depth_radius=LRN_DEPTH_RADIUS, alpha=LRN_ALPHA, beta=LRN_BETA, bias=L
 Layer = collections.namedtuple(
     'Layer', 'name kind input output kernel stride padding groups variables')
 
+# A layer's output in the two-column layout (devices=): `parts`, one tensor per
+# column on its device (or one tensor that both columns read: the image, cached
+# features); `whole`, the same as one tensor, joined on the first device.
+Columns = collections.namedtuple('Columns', 'parts whole')
+
 
 class AlexNet(object):
     """The bvlc_alexnet graph built on an input tensor.
@@ -124,10 +157,11 @@ class AlexNet(object):
       flattened: pool5 as fc6 reads it, [N, 9216].
       keep_prob: the dropout keep-probability placeholder (1.0 unless fed).
       layers: the Layer records of the table, in order.
+      devices: None, or the two devices of the paper's two-GPU layout.
     """
 
     def __init__(self, x, keep_prob=None, num_classes=NUM_CLASSES, skip_layer=(),
-                 weights_path=DEFAULT_WEIGHTS_PATH, dropout_seed=None):
+                 weights_path=DEFAULT_WEIGHTS_PATH, dropout_seed=None, devices=None):
         """Builds the graph.
 
         Args:
@@ -142,6 +176,20 @@ class AlexNet(object):
           dropout_seed: None, or an int64 [2] tensor of which the dropout masks
             are a pure function (finetune.py feeds (seed, step)), so that a
             resumed run draws the masks an uninterrupted one would.
+          devices: None for the graph on one device, as bvlc_alexnet has it; or
+            two TensorFlow device names, e.g. ('/gpu:0', '/gpu:1'), for the
+            paper's two-GPU layout (section 3.2, Figure 2): every layer's kernels
+            (neurons in fc6-fc8) split in two halves, each computed on its device
+            (column k on devices[k]: conv1's kernels 0-47 on the first, 48-95 on
+            the second). The columns read each other only in conv3 and fc6-fc8,
+            as the paper's GPUs did, and, unlike the paper's, in norm1 and norm2
+            (bvlc_alexnet's LRN spans all maps: the module docstring says more).
+            The variables and the outputs are the one-device graph's. Run it in
+            a session with alexnet.session_config(devices), so that a machine
+            without those devices runs it on those it has.
+        Raises:
+          ValueError: an input that is not [N, 227, 227, 3], an unknown layer in
+            skip_layer, or `devices` that are not two.
         """
         if x.shape.ndims != 4 or tuple(x.shape.as_list()[1:]) != (IMAGE_SIZE, IMAGE_SIZE, 3):
             raise ValueError('AlexNet needs input [batch, %d, %d, 3], got %s'
@@ -150,6 +198,9 @@ class AlexNet(object):
         if unknown:
             raise ValueError('skip_layer has unknown layers %s; choose from %s'
                              % (sorted(unknown), ', '.join(LAYER_NAMES)))
+        if devices is not None and (isinstance(devices, str) or len(devices) != 2):
+            raise ValueError('devices takes two devices, one per column of the paper\'s '
+                             "two-GPU layout, e.g. ('/gpu:0', '/gpu:1'); got %r" % (devices,))
         if keep_prob is None:
             keep_prob = tf.placeholder_with_default(1.0, shape=[], name='keep_prob')
         self.x = x
@@ -158,8 +209,12 @@ class AlexNet(object):
         self.skip_layer = tuple(skip_layer)
         self.weights_path = weights_path
         self.dropout_seed = dropout_seed
+        self.devices = None if devices is None else tuple(devices)
         self.layers = []
-        self._build()
+        if self.devices is None:
+            self._build()
+        else:
+            self._build_columns()
         self._make_assign_ops()
 
     def _build(self):
@@ -208,6 +263,173 @@ class AlexNet(object):
         outputs['fc8'] = self._fc(x, 'fc8', self.num_classes, relu=False, reuse=reuse)
         return outputs
 
+    # --- The paper's two-GPU layout (devices=): the same layers in two columns ---
+
+    def _build_columns(self):
+        """The layers of _build laid out as the paper's Figure 2 (section 3.2).
+
+        Column k computes half of each layer's kernels (or neurons) on
+        devices[k]: its convolutions, ReLUs and pooling, and its halves of the
+        FC layers. conv2, conv4 and conv5 read their own column only; conv3 and
+        fc6, fc7, fc8 read both, where the paper's GPUs communicate. norm1 and
+        norm2 read both too, on the first device: bvlc_alexnet's LRN windows
+        cross the boundary between the halves (the paper's did not).
+        """
+        # 1st layer: conv (ReLU) -> LRN -> pool; each column reads the whole image
+        # with its 48 of the 96 kernels.
+        image = Columns([self.x], self.x)
+        conv1 = self._conv_columns(image, 'conv1', 11, 96, 4, 'VALID', reads_both=True)
+        norm1 = self._lrn_columns(conv1, 'norm1')          # conv1: 2 x [N, 55, 55, 48]
+        pool1 = self._max_pool_columns(norm1, 'pool1')     # -> 2 x [N, 27, 27, 48]
+
+        # 2nd layer: conv (ReLU) -> LRN -> pool; each column reads its own 48 maps.
+        conv2 = self._conv_columns(pool1, 'conv2', 5, 256, 1, 'SAME', bias=1.0)
+        norm2 = self._lrn_columns(conv2, 'norm2')          # conv2: 2 x [N, 27, 27, 128]
+        pool2 = self._max_pool_columns(norm2, 'pool2')     # -> 2 x [N, 13, 13, 128]
+
+        # 3rd layer: conv (ReLU); each column reads both columns' 256 maps.
+        conv3 = self._conv_columns(pool2, 'conv3', 3, 384, 1, 'SAME', reads_both=True)
+
+        # 4th and 5th layers: conv (ReLU), each column on its own maps; pool.
+        conv4 = self._conv_columns(conv3, 'conv4', 3, 384, 1, 'SAME', bias=1.0)  # 2 x 192 maps
+        conv5 = self._conv_columns(conv4, 'conv5', 3, 256, 1, 'SAME', bias=1.0)  # 2 x 128 maps
+        pool5 = self._max_pool_columns(conv5, 'pool5')     # -> 2 x [N, 6, 6, 128]
+
+        # The one-device graph's attributes: each layer's two columns joined.
+        self.conv1, self.pool1 = conv1.whole, pool1.whole
+        self.conv2, self.pool2, self.conv3 = conv2.whole, pool2.whole, conv3.whole
+        self.conv4, self.conv5, self.pool5 = conv4.whole, conv5.whole, pool5.whole
+
+        # fc6 reads pool5 flattened in NHWC order, as the converted weights expect.
+        with tf.name_scope('pool5/'), tf.device(self.devices[0]):
+            self.flattened = tf.reshape(self.pool5, [-1, 6 * 6 * 256], name='flattened')
+        outputs = self._fc_layers_columns(Columns(pool5.parts, self.flattened), 'fc6')
+        self.fc6, self.fc7, self.fc8 = (outputs[name].whole for name in HEAD_LAYERS)
+
+    def _fc_layers_columns(self, x, first, reuse=False):
+        """_fc_layers in two columns: x is Columns; returns {layer: Columns}."""
+        start = HEAD_LAYERS.index(first)
+        outputs = {}
+        # 6th layer: FC (ReLU) -> dropout; each column holds 2048 of the 4096 neurons.
+        if start <= 0:
+            x = outputs['fc6'] = self._fc_columns(x, 'fc6', 4096, bias=1.0, reuse=reuse)
+        if start <= 1:
+            x = self._dropout_columns(x, 'dropout6')
+            # 7th layer: FC (ReLU) -> dropout; each column reads all 4096 of fc6.
+            x = outputs['fc7'] = self._fc_columns(x, 'fc7', 4096, bias=1.0, reuse=reuse)
+        x = self._dropout_columns(x, 'dropout7')
+        # 8th layer: FC, half of the logits per column, joined for the softmax.
+        outputs['fc8'] = self._fc_columns(x, 'fc8', self.num_classes, relu=False,
+                                          reuse=reuse)
+        return outputs
+
+    @contextlib.contextmanager
+    def _column(self, index):
+        """Ops of column `index`: named columnK, on devices[K]."""
+        with tf.name_scope('column%d' % index), tf.device(self.devices[index]):
+            yield
+
+    def _join(self, parts):
+        """A layer's columns as one tensor, on the first device (the table, the
+        attributes conv1..fc8, the LRN and the loss read it)."""
+        with tf.device(self.devices[0]):
+            return tf.concat(parts, axis=-1, name='joined')
+
+    @staticmethod
+    def _read_both(parts):
+        """What a column reads when it reads both columns: their outputs side by
+        side, column 0's channels first (a single part: that tensor)."""
+        return parts[0] if len(parts) == 1 else tf.concat(parts, axis=-1, name='both_columns')
+
+    def _conv_columns(self, x, name, kernel, filters, stride, padding, reads_both=False,
+                      bias=0.0):
+        """Convolution + ReLU, half of the filters in each column.
+
+        reads_both: each column reads all of x.parts (conv1 the image, conv3 both
+        columns); else only its own part, as conv2, conv4 and conv5 do (the
+        one-device graph's 2 groups).
+        """
+        channels = x.whole.shape.as_list()[-1]
+        groups = 1 if reads_both else 2
+        with tf.variable_scope(name):
+            # One variable per layer, as the weight files have them, where TensorFlow
+            # places it (pinned to a missing device, soft placement would move it with
+            # a page of warnings); split on the first device, which sends column 1 its half.
+            weights, biases = _conv_variables(kernel, channels // groups, filters, bias)
+            with tf.device(self.devices[0]):
+                kernel_parts = tf.split(weights, 2, axis=3, name='split_weights')
+                bias_parts = tf.split(biases, 2, name='split_biases')
+            outputs = []
+            for index in range(2):
+                with self._column(index):
+                    part = (self._read_both(x.parts) if reads_both else x.parts[index])
+                    conv = tf.nn.conv2d(part, kernel_parts[index], [1, stride, stride, 1],
+                                        padding)
+                    outputs.append(tf.nn.relu(tf.nn.bias_add(conv, bias_parts[index]),
+                                              name='relu'))
+            output = self._join(outputs)
+        self.layers.append(Layer(name, 'conv', x.whole, output, kernel, stride, padding,
+                                 groups, (weights, biases)))
+        return Columns(outputs, output)
+
+    def _fc_columns(self, x, name, units, relu=True, bias=0.0, reuse=False):
+        """A fully connected layer, half of its neurons in each column; each column
+        reads every neuron of x (all of x.parts)."""
+        sizes = [units - units // 2, units // 2]   # fc8 of an odd class count: one more first
+        with tf.variable_scope(name, reuse=reuse or None):
+            weights, biases = _fc_variables(x.whole.shape.as_list()[-1], units, bias)
+            with tf.device(self.devices[0]):   # as in _conv_columns
+                weight_parts = tf.split(weights, sizes, axis=1, name='split_weights')
+                bias_parts = tf.split(biases, sizes, name='split_biases')
+            outputs = []
+            for index in range(2):
+                with self._column(index):
+                    inputs = self._read_both(x.parts)
+                    if inputs.shape.ndims == 4:   # fc6 reads pool5 flattened in NHWC order
+                        inputs = tf.reshape(inputs, [-1, 6 * 6 * 256])   # -> [N, 9216]
+                    output = tf.nn.xw_plus_b(inputs, weight_parts[index], bias_parts[index])
+                    if relu:
+                        output = tf.nn.relu(output, name='relu')
+                    outputs.append(output)
+            output = self._join(outputs)
+        if not reuse:
+            self.layers.append(Layer(name, 'fc', x.whole, output, None, None, None, 1,
+                                     (weights, biases)))
+        return Columns(outputs, output)
+
+    def _lrn_columns(self, x, name):
+        # bvlc_alexnet's LRN window runs over all the layer's maps, across the
+        # boundary of the halves: it reads both columns (on the first device).
+        with tf.device(self.devices[0]):
+            return Columns(None, self._lrn(x.whole, name))
+
+    def _max_pool_columns(self, x, name):
+        with tf.name_scope(name):
+            parts = x.parts
+            if parts is None:     # the LRN's output, on the first device: split there
+                with tf.device(self.devices[0]):
+                    parts = tf.split(x.whole, 2, axis=3, name='split')
+            outputs = []
+            for index, part in enumerate(parts):
+                with self._column(index):
+                    # Overlapping pooling (section 3.4): 3x3 windows every 2 pixels.
+                    outputs.append(tf.nn.max_pool(part, ksize=[1, 3, 3, 1],
+                                                  strides=[1, 2, 2, 1], padding='VALID'))
+            output = self._join(outputs)
+        self.layers.append(Layer(name, 'pool', x.whole, output, 3, 2, 'VALID', 1, ()))
+        return Columns(outputs, output)
+
+    def _dropout_columns(self, x, name):
+        """Dropout of each column's neurons on its device. With dropout_seed, the
+        masks are the one-device graph's."""
+        sizes = [part.shape.as_list()[-1] for part in x.parts]
+        parts = []
+        for index, part in enumerate(x.parts):
+            with tf.device(self.devices[index]):
+                parts.append(self._dropout(part, name, share=(index, sizes)))
+        with tf.name_scope(name + '/'):   # the scope _dropout opened: dropoutK/joined
+            return Columns(parts, self._join(parts))
+
     def head_input(self, first):
         """What layer `first` (fc6, fc7 or fc8) reads from the layers before it, before
         dropout: flattened pool5 [N, 9216], fc6 [N, 4096] or fc7 [N, 4096]."""
@@ -222,20 +444,18 @@ class AlexNet(object):
         """
         if first not in HEAD_LAYERS:
             raise ValueError('head starts at one of %s, not %s' % (', '.join(HEAD_LAYERS), first))
+        if self.devices is not None:
+            # Both columns read the cached features.
+            outputs = self._fc_layers_columns(Columns([features], features), first, reuse=True)
+            return outputs['fc8'].whole
         return self._fc_layers(features, first, reuse=True)['fc8']
 
-    # Initial values (section 5), for layers not loaded from a file: weights
-    # N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7 ("provides the ReLUs
-    # with positive inputs"), 0 elsewhere.
+    # The initial values are section 5's: see _conv_variables below the class.
     def _conv(self, x, name, kernel, filters, stride, padding, groups=1, bias=0.0):
         """Convolution + ReLU; `groups` splits input and kernel along channels."""
         channels = x.shape.as_list()[-1]
         with tf.variable_scope(name):
-            weights = tf.get_variable(
-                'weights', [kernel, kernel, channels // groups, filters],
-                initializer=tf.random_normal_initializer(stddev=0.01))
-            biases = tf.get_variable('biases', [filters],
-                                     initializer=tf.constant_initializer(bias))
+            weights, biases = _conv_variables(kernel, channels // groups, filters, bias)
             strides = [1, stride, stride, 1]
             # Each group convolves its half of the input with its half of the filters.
             outputs = [tf.nn.conv2d(part, kernel_part, strides, padding)
@@ -249,9 +469,7 @@ class AlexNet(object):
 
     def _fc(self, x, name, units, relu=True, bias=0.0, reuse=False):
         with tf.variable_scope(name, reuse=reuse or None):
-            weights = tf.get_variable('weights', [x.shape.as_list()[-1], units],
-                                      initializer=tf.random_normal_initializer(stddev=0.01))
-            biases = tf.get_variable('biases', [units], initializer=tf.constant_initializer(bias))
+            weights, biases = _fc_variables(x.shape.as_list()[-1], units, bias)
             output = tf.nn.xw_plus_b(x, weights, biases)
             if relu:
                 output = tf.nn.relu(output, name='relu')
@@ -273,8 +491,11 @@ class AlexNet(object):
         self.layers.append(Layer(name, 'pool', x, output, 3, 2, 'VALID', 1, ()))
         return output
 
-    def _dropout(self, x, name):
-        with tf.name_scope(name):      # 1 - keep_prob too, for one node in TensorBoard
+    def _dropout(self, x, name, share=None):
+        """Dropout of x [N, units]; share: None, or (column, sizes) when x is that
+        column's part of a layer whose units are split in `sizes` (devices=)."""
+        # 1 - keep_prob inside the scope too, for one node in TensorBoard.
+        with tf.name_scope(name if share is None else '%s/column%d' % (name, share[0])):
             if self.dropout_seed is None:
                 # rate = 1 - keep_prob: the course feeds a keep probability (0.5 to train).
                 return tf.nn.dropout(x, rate=1.0 - self.keep_prob)
@@ -282,7 +503,14 @@ class AlexNet(object):
             # 1 / keep_prob: tf.nn.dropout's rule, with stateless draws per layer.
             seed = tf.cast(self.dropout_seed, tf.int64)
             key = tf.stack([seed[0] * 10 + int(name[-1]), seed[1]])
-            draws = tf.random.stateless_uniform(tf.shape(x), seed=key)
+            if share is None:
+                draws = tf.random.stateless_uniform(tf.shape(x), seed=key)
+            else:
+                # The whole layer's draws, this column's part of them: both layouts
+                # drop the same units.
+                column, sizes = share
+                draws = tf.random.stateless_uniform([tf.shape(x)[0], sum(sizes)], seed=key)
+                draws = tf.split(draws, sizes, axis=1)[column]
             kept = tf.cast(draws < self.keep_prob, x.dtype)
             return x * kept / self.keep_prob
 
@@ -342,6 +570,31 @@ class AlexNet(object):
         chosen = [layer for layer in self.layers if layer.variables and layer.name in layer_names]
         values = session.run([layer.variables for layer in chosen])
         return {layer.name: tuple(value) for layer, value in zip(chosen, values)}
+
+
+# Initial values (section 5), for layers not loaded from a file: weights
+# N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7 ("provides the ReLUs
+# with positive inputs"), 0 elsewhere.
+def _conv_variables(kernel, channels, filters, bias):
+    """weights [kernel, kernel, channels, filters] and biases [filters] of a conv layer."""
+    weights = tf.get_variable('weights', [kernel, kernel, channels, filters],
+                              initializer=tf.random_normal_initializer(stddev=0.01))
+    biases = tf.get_variable('biases', [filters], initializer=tf.constant_initializer(bias))
+    return weights, biases
+
+
+def _fc_variables(inputs, units, bias):
+    """weights [inputs, units] and biases [units] of a fully connected layer."""
+    weights = tf.get_variable('weights', [inputs, units],
+                              initializer=tf.random_normal_initializer(stddev=0.01))
+    biases = tf.get_variable('biases', [units], initializer=tf.constant_initializer(bias))
+    return weights, biases
+
+
+def session_config(devices=None):
+    """The tf.Session config for a graph built with `devices`: soft placement, so
+    that an op whose device this machine lacks (no GPU, one GPU) runs on one it has."""
+    return tf.ConfigProto(allow_soft_placement=True) if devices else None
 
 
 def expected_weight_shapes(num_classes=NUM_CLASSES):
@@ -435,6 +688,7 @@ def parse_args(argv=None):
     parser.add_argument('--tensorboard-dir', '--graph-dir', dest='tensorboard_dir',
                         default=None,
                         help='also write the graph here for TensorBoard, e.g. logs/graph')
+    command_line.add_model_parallel(parser, '--devices')
     parser.add_argument('--check-against-opencv', metavar='CAFFEMODEL', default=None,
                         help="instead of the table: run this caffemodel through OpenCV's Caffe "
                              'engine and through this graph, and print both top-5 per photo '
@@ -447,6 +701,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.images and not args.check_against_opencv:
         parser.error('photos are only read with --check-against-opencv')
+    if args.model_parallel and args.check_against_opencv:
+        parser.error('--check-against-opencv runs the one-device graph; drop --devices')
     return args
 
 
@@ -477,14 +733,19 @@ def main(argv=None):
             errors=(weight_files.WeightFileError,))
     with tf.Graph().as_default() as graph:
         x = tf.placeholder(tf.float32, [None, IMAGE_SIZE, IMAGE_SIZE, 3], name='input')
-        model = AlexNet(x, num_classes=args.num_classes)
+        model = AlexNet(x, num_classes=args.num_classes, devices=args.model_parallel)
         print('AlexNet (bvlc_alexnet), %d classes, per image:' % args.num_classes)
         print(format_table(layer_table(model)))
+        if args.model_parallel:
+            print("two columns, as the paper's two GPUs (Figure 2): column 0 on %s, column 1 "
+                  'on %s' % args.model_parallel)
         if args.tensorboard_dir:
             writer = tf.summary.FileWriter(args.tensorboard_dir, graph)
             writer.close()
-            print('graph written to %s; view it with: %s'
-                  % (args.tensorboard_dir, command_line.tensorboard_command(args.tensorboard_dir)))
+            print('graph written to %s; view it with: %s%s'
+                  % (args.tensorboard_dir, command_line.tensorboard_command(args.tensorboard_dir),
+                     "\n  (tab Graphs, Color: Device shows the two columns)"
+                     if args.model_parallel else ''))
     return command_line.EXIT_OK
 
 

@@ -4,7 +4,7 @@
   --weights (a weight source: a file, a checkpoint, a run folder or 'none'),
   --out (the file or folder a script writes), --run (a fine-tuning run
   folder), --seed, --batch-size, --top-k, --tensorboard-dir (where TensorBoard
-  logs go), --no-progress.
+  logs go), --no-progress, --model-parallel (the paper's two-GPU layout).
 * An error is one line on stderr, 'error: ...', saying what to do; never a
   traceback, never argparse's usage block.
 * Exit statuses: 0 done; 1 done, but some input files could not be read (each
@@ -77,6 +77,32 @@ def add_batch_size(parser, default, what='images per forward pass'):
 
 def add_progress(parser):
     parser.add_argument('--no-progress', action='store_true', help='no progress bars')
+
+
+def device_pair(text):
+    """argparse type: two TensorFlow device names, comma-separated ('/gpu:0,/gpu:1')."""
+    devices = tuple(name.strip() for name in text.split(','))
+    if len(devices) != 2 or not all(devices):
+        raise argparse.ArgumentTypeError('give two devices, one per column, e.g. '
+                                         '/gpu:0,/gpu:1; not %r' % text)
+    import tensorflow.compat.v1 as tf   # TensorFlow's own reading of a device name
+    for device in devices:
+        try:
+            tf.DeviceSpec.from_string(device)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError('%r is not a device name (%s); give two like '
+                                             '/gpu:0,/gpu:1' % (device, one_line(err))) from None
+    return devices
+
+
+def add_model_parallel(parser, *aliases):
+    parser.add_argument('--model-parallel', *aliases, dest='model_parallel', type=device_pair,
+                        default=None, metavar='DEVICE,DEVICE',
+                        help="the paper's two-GPU layout (section 3.2, Figure 2): half of every "
+                             "layer's kernels on each device, e.g. /gpu:0,/gpu:1; the same "
+                             'weights and outputs as on one device. A machine without those '
+                             'devices runs their ops on the ones it has (soft placement), '
+                             'so this also runs on a CPU')
 
 
 # --- Errors and exit statuses --------------------------------------------------------

@@ -99,10 +99,12 @@ def loss_fn(logits, labels, weight_decay, decayed_weights):
     return cross_entropy, cross_entropy + weight_decay * decay
 
 
-def training(loss, variables, learning_rate, momentum, global_step):
-    """Momentum SGD on `variables` only: every other variable stays bit-identical."""
+def training(loss, variables, learning_rate, momentum, global_step, colocate=False):
+    """Momentum SGD on `variables` only: every other variable stays bit-identical.
+    colocate: compute each op's gradient on that op's device (a model on two devices)."""
     optimizer = tf.train.MomentumOptimizer(learning_rate, momentum)
-    gradients = optimizer.compute_gradients(loss, var_list=variables)
+    gradients = optimizer.compute_gradients(loss, var_list=variables,
+                                            colocate_gradients_with_ops=colocate)
     return optimizer.apply_gradients(gradients, global_step=global_step), gradients
 
 
@@ -122,9 +124,10 @@ class Trainer(object):
 
     def __init__(self, train_items, val_items, num_classes, recipe, train_layers,
                  skip_layer, weights_path, seed, cache_from=None,
-                 cache_views=feature_cache.TEN_CROPS, decoded_cache=None):
+                 cache_views=feature_cache.TEN_CROPS, decoded_cache=None, devices=None):
         """cache_from: None for the naive path, else the first trained layer (fc6,
-        fc7 or fc8), whose input comes from cached features (feature_cache.py)."""
+        fc7 or fc8), whose input comes from cached features (feature_cache.py).
+        devices: None, or two devices for the paper's two-GPU layout (AlexNet's)."""
         tf.set_random_seed(seed)
         self.cache = None
         self.train_layers = list(train_layers)
@@ -165,7 +168,8 @@ class Trainer(object):
 
         images = self.cache.images if self.cache else inputs
         self.model = alexnet.AlexNet(images, self.keep_prob, num_classes, skip_layer,
-                                     weights_path, dropout_seed=self.dropout_key)
+                                     weights_path, dropout_seed=self.dropout_key,
+                                     devices=devices)
         # Naive: all eight layers run at every step. Cached: the full model holds
         # every variable (loaded, checkpointed and exported as in the naive path) and
         # computes the cache from the views; each step runs only the head (its ops in
@@ -187,7 +191,8 @@ class Trainer(object):
         with tf.name_scope('train'):
             self.learning_rate = tf.constant(recipe.learning_rate, tf.float32, name='lr')
             self.train_op, self.gradients = training(self.loss, trained, self.learning_rate,
-                                                     recipe.momentum, self.global_step)
+                                                     recipe.momentum, self.global_step,
+                                                     colocate=devices is not None)
         self._epoch_state()
         with tf.name_scope('summaries'):
             self.summaries = self._summaries(None if self.cache else inputs, self.gradients)
@@ -500,6 +505,7 @@ def parse_args(argv=None):
                              'and the momentum: about 460 MB when training fc6-fc8)')
     command_line.add_seed(parser, 'for the split, the order, the crops, dropout, new layers')
     command_line.add_progress(parser)
+    command_line.add_model_parallel(parser)
     parser.add_argument('--cache-features', action='store_true',
                         help='run the frozen layers once per image view, keep their output on '
                              'disk (<logs>/.feature-cache) and train only the head on it; '
@@ -628,8 +634,8 @@ def train_run(args, run_dir, progress, started_training):
         trainer = Trainer(train, val, len(names), recipe, args.train_layers, skip_layer,
                           args.weights, args.seed, cache_from, args.cache_views,
                           os.path.join(cache_root, '.decoded-cache') if args.cache_decoded
-                          else None)
-        with tf.Session() as session:
+                          else None, devices=args.model_parallel)
+        with tf.Session(config=alexnet.session_config(args.model_parallel)) as session:
             train_writer = tf.summary.FileWriter(os.path.join(run_dir, run_folder.TRAIN_LOGS),
                                                  session.graph)
             val_writer = tf.summary.FileWriter(os.path.join(run_dir, run_folder.VALIDATION_LOGS))
