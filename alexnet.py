@@ -480,7 +480,7 @@ class AlexNet(object):
         return output
 
     def _lrn(self, x, name):
-        output = lrn(x, name=name)
+        output = lrn(x, LRN_DEPTH_RADIUS, LRN_ALPHA, LRN_BETA, LRN_BIAS, name=name)
         self.layers.append(Layer(name, 'lrn', x, output, None, None, None, 1, ()))
         return output
 

@@ -67,8 +67,7 @@ CLASS_NAMES_KEY = 'class_names'
 CAFFEMODEL_SUFFIX = '.caffemodel'    # Caffe's format has no magic bytes: known by its name
 
 GET_WEIGHTS_HINT = ('get it with `python download.py weights` (it writes '
-                    'weights/bvlc_alexnet.npz from the BVLC caffemodel or the course\'s '
-                    'bvlc_alexnet.npy, fetched or already in weights/)')
+                    'weights/bvlc_alexnet.npz)')
 SAVE_NPZ_HINT = ('use an .npz written by weight_files.save_npz (finetune.py writes '
                  'weights.npz so)')
 
