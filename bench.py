@@ -96,13 +96,11 @@ def _alternating_best(runs, repeats):
     return best
 
 
-def reference_lrn(x, name=None):
-    """TensorFlow's own LRN op with the model's constants: what alexnet.lrn replaces."""
+def reference_lrn(x, depth_radius, alpha, beta, bias, name=None):
+    """TensorFlow's own LRN op, called as alexnet.lrn is: what alexnet.lrn replaces."""
     tf = _tf()
-    import alexnet
     return tf.nn.local_response_normalization(
-        x, depth_radius=alexnet.LRN_DEPTH_RADIUS, bias=alexnet.LRN_BIAS,
-        alpha=alexnet.LRN_ALPHA, beta=alexnet.LRN_BETA, name=name)
+        x, depth_radius=depth_radius, bias=bias, alpha=alpha, beta=beta, name=name)
 
 
 # --- The parts ---------------------------------------------------------------
@@ -174,7 +172,9 @@ def bench_lrn(batch, repeats):
         with tf.Graph().as_default():
             # About the size of conv1's ReLU outputs; the speed does not depend on the values.
             x = tf.Variable(tf.nn.relu(tf.random.normal([batch] + shape, stddev=100.0)))
-            runs = {'alexnet_lrn': alexnet.lrn(x).op, 'tf_op': reference_lrn(x).op}
+            runs = {'alexnet_lrn': alexnet.lrn(x).op, 'tf_op': reference_lrn(
+                x, alexnet.LRN_DEPTH_RADIUS, alexnet.LRN_ALPHA, alexnet.LRN_BETA,
+                alexnet.LRN_BIAS).op}
             with tf.Session() as session:
                 session.run(tf.global_variables_initializer())
                 best = _alternating_best({key: (session, op) for key, op in runs.items()},
