@@ -1,4 +1,4 @@
-"""The code stays runnable on the course's TensorFlow 1.15 and on Python 3.8.
+"""The code stays runnable on the course's TensorFlow 1.15 and on its Python, 3.7.
 
 tests/data/tf115_compat_v1_api.txt lists every public name of tf.compat.v1 in
 TensorFlow 1.15.5 (see CREDITS.md); a name not there does not exist in TF 1.15.
@@ -75,9 +75,12 @@ def test_only_tf115_names(path, api):
     assert missing_in_tf115(tf_chains(source), api) == set()
 
 
-def test_python_38():
+def test_python_37():
+    # TF 1.15's wheels stop at Python 3.7, so 3.7 is the floor (make test-tf1 runs there).
     result = subprocess.run(
-        [os.path.join(os.path.dirname(sys.executable), 'vermin'), '--target=3.8-', '--no-tips', '--violations',
+        [os.path.join(os.path.dirname(sys.executable), 'vermin'), '--target=3.7-', '--no-tips', '--violations',
          '--eval-annotations', '--backport', 'typing'] + python_files(),
         capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    # On Python 3.7 vermin cannot parse newer syntax: it prints 'error: invalid syntax', exits 0.
+    assert result.returncode == 0 and 'error:' not in output, output

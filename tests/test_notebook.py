@@ -12,8 +12,11 @@ from PIL import Image
 import weight_files
 from conftest import random_layers
 
-nbformat = pytest.importorskip('nbformat')
-nbclient = pytest.importorskip('nbclient')
+# make test-tf1 has neither: they need Python 3.8+ (TF 1.15 runs on 3.7).
+nbformat = pytest.importorskip('nbformat', reason='nbformat is not installed: '
+                                                  'pip install -r requirements-dev.txt')
+nbclient = pytest.importorskip('nbclient', reason='nbclient is not installed: '
+                                                  'pip install -r requirements-dev.txt')
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(REPO, 'validate_alexnet_on_imagenet.ipynb')
