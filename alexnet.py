@@ -64,7 +64,7 @@ class AlexNet(object):
     """
 
     def __init__(self, x, keep_prob=None, num_classes=NUM_CLASSES, skip_layer=(),
-                 weights_path=DEFAULT_WEIGHTS_PATH, dropout_seed=None, dropout_rows=None):
+                 weights_path=DEFAULT_WEIGHTS_PATH, dropout_seed=None, replica_rows=None):
         """Builds the graph.
 
         Args:
@@ -79,10 +79,13 @@ class AlexNet(object):
           dropout_seed: None, or an int64 [2] tensor of which the dropout masks
             are a pure function (finetune.py feeds (seed, step)), so that a
             resumed run draws the masks an uninterrupted one would.
-          dropout_rows: None, or (first row, rows of the whole batch) int32
-            tensors when x is rows first.. of a larger batch (one replica's
-            share in data-parallel training): the masks are those rows of the
-            whole batch's masks, the same however many replicas share it.
+          replica_rows: None, or (first row, rows of the whole batch) int32
+            tensors when this graph is one replica's copy in data-parallel
+            training (finetune.py), on rows first.. of a larger batch, sharing
+            the variables of a model built before it: its dropout masks are
+            those rows of the whole batch's masks (the same however many
+            replicas share the batch), and it has no weight-loading ops (the
+            model that owns the variables loads them).
         """
         if x.shape.ndims != 4 or tuple(x.shape.as_list()[1:]) != (IMAGE_SIZE, IMAGE_SIZE, 3):
             raise ValueError('AlexNet needs input [batch, %d, %d, 3], got %s'
@@ -99,10 +102,11 @@ class AlexNet(object):
         self.skip_layer = tuple(skip_layer)
         self.weights_path = weights_path
         self.dropout_seed = dropout_seed
-        self.dropout_rows = dropout_rows
+        self.replica_rows = replica_rows
         self.layers = []
         self._build()
-        self._make_assign_ops()
+        if replica_rows is None:
+            self._make_assign_ops()
 
     def _build(self):
         # 1st layer: conv (ReLU) -> LRN -> pool
@@ -226,10 +230,10 @@ class AlexNet(object):
             # 1 / keep_prob: tf.nn.dropout's rule, with stateless draws per layer.
             seed = tf.cast(self.dropout_seed, tf.int64)
             key = tf.stack([seed[0] * 10 + int(name[-1]), seed[1]])
-            if self.dropout_rows is None:
+            if self.replica_rows is None:
                 draws = tf.random.stateless_uniform(tf.shape(x), seed=key)
             else:
-                first, rows = self.dropout_rows
+                first, rows = self.replica_rows
                 whole = tf.random.stateless_uniform(tf.stack([rows, tf.shape(x)[1]]), seed=key)
                 draws = whole[first:first + tf.shape(x)[0]]
             kept = tf.cast(draws < self.keep_prob, x.dtype)

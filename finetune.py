@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
 import json
 import math
 import os
@@ -161,10 +162,13 @@ def training(loss, variables, learning_rate, momentum, global_step):
     Under a tf.distribute strategy apply_gradients sums the replicas' gradients
     (all-reduce) and applies the sum once. tf.gradients, not the optimizer's
     compute_gradients: the latter would divide each replica's loss by the number
-    of replicas, and loss_fn already gives each replica its share.
+    of replicas, and loss_fn already gives each replica its share. gate_gradients
+    as compute_gradients has it: an op's gradients are all computed before any is
+    used, so fc8's update cannot overwrite fc8's weights while fc7's gradient is
+    still reading them (TF 1.x variables are updated in place).
     """
     optimizer = tf.train.MomentumOptimizer(learning_rate, momentum)
-    gradients = list(zip(tf.gradients(loss, variables), variables))
+    gradients = list(zip(tf.gradients(loss, variables, gate_gradients=True), variables))
     return optimizer.apply_gradients(gradients, global_step=global_step), gradients
 
 
@@ -293,7 +297,7 @@ class Trainer(object):
             model = alexnet.AlexNet(images if self.cache else inputs, self.keep_prob,
                                     num_classes, skip_layer, weights_path,
                                     dropout_seed=self.dropout_key,
-                                    dropout_rows=(first, self.batch))
+                                    replica_rows=(first, self.batch))
         return model, inputs, labels
 
     def _epoch_state(self, learning_rate):
@@ -482,6 +486,15 @@ def check_disk_space(trainer, run_dir, keep_checkpoints):
               'and weights; free some space, lower --keep-checkpoints (now %d) or pick another '
               '--run' % (display_path(run_dir), free / 2 ** 20, needed / 2 ** 20,
                          keep_checkpoints), file=sys.stderr)
+
+
+def weights_digest(session, trainer):
+    """A short hash of the trained layers' values: equal on workers that agree."""
+    digest = hashlib.sha1()
+    for layer, arrays in sorted(trainer.model.read_weights(session, trainer.train_layers).items()):
+        for array in arrays:
+            digest.update(layer.encode('utf-8') + np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def non_finite_layers(session, model, layer_names):
@@ -871,6 +884,10 @@ def train_run(args, run_dir, progress, started_training, worker=None):
             started_training.append(True)
             code = train_loop(session, trainer, run_dir, start_epoch, args.epochs,
                               len(train), args, train_writer, val_writer, progress)
+            if setup.target:
+                # Workers that trained in step hold the same bits: compare these lines.
+                print('worker %d: trained weights digest %s'
+                      % (worker or 0, weights_digest(session, trainer)))
             if writes:
                 train_writer.close()
                 val_writer.close()
