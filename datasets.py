@@ -354,7 +354,7 @@ def read_split(path):
 
 def write_json(path, data):
     """Writes JSON through a temporary file, so a crash never leaves half a file."""
-    temporary = path + '.tmp'
+    temporary = '%s.tmp%d' % (path, os.getpid())     # two writers never share one
     with open(temporary, 'w', encoding='utf-8') as f:
         json.dump(data, f, indent=1)
     os.replace(temporary, path)
