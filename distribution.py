@@ -50,9 +50,11 @@ class DistributionError(ValueError):
     """Devices or a TF_CONFIG that cannot be used (the message says what to pass)."""
 
 
-# What a run needs to know: the strategy, how many replicas share a batch, whether
-# this process writes the run folder, and how to open its session.
-Setup = collections.namedtuple('Setup', 'strategy replicas is_chief config target describe')
+# What a run needs to know: the strategy, how many replicas share a batch (in all,
+# and on this worker, whose first is replica first_replica of all), whether this
+# process writes the run folder, and how to open its session.
+Setup = collections.namedtuple(
+    'Setup', 'strategy replicas local_replicas first_replica is_chief config target describe')
 
 
 def read_tf_config(environ=None):
@@ -100,7 +102,7 @@ def choose(devices=None, environ=None):
         return _multi_worker(cluster, devices)
     devices = devices or 1
     if devices == 1:
-        return Setup(tf.distribute.get_strategy(), 1, True, None, '', 'one device')
+        return one_device()
     gpus = tf.config.experimental.list_physical_devices('GPU')
     if gpus:
         if devices > len(gpus):
@@ -116,7 +118,12 @@ def choose(devices=None, environ=None):
         describe = ('%d logical CPU devices (MirroredStrategy; no GPU here: they share the '
                     'same cores, so this shows the method, not a speed-up)' % devices)
     strategy = tf.distribute.MirroredStrategy(names)
-    return Setup(strategy, strategy.num_replicas_in_sync, True, config, '', describe)
+    return Setup(strategy, devices, devices, 0, True, config, '', describe)
+
+
+def one_device():
+    """No strategy: TensorFlow's default one, one replica, a plain session."""
+    return Setup(tf.distribute.get_strategy(), 1, 1, 0, True, None, '', 'one device')
 
 
 def _multi_worker(cluster, devices):
@@ -135,8 +142,9 @@ def _multi_worker(cluster, devices):
     describe = ('worker %d of %d (%s), %d replicas in all (MultiWorkerMirroredStrategy)'
                 % (index, len(workers), 'chief' if is_chief else 'not the chief',
                    strategy.num_replicas_in_sync))
-    return Setup(strategy, strategy.num_replicas_in_sync, is_chief, config, server.target,
-                 describe)
+    local = len(strategy.extended.worker_devices)
+    return Setup(strategy, strategy.num_replicas_in_sync, local, index * local, is_chief, config,
+                 server.target, describe)
 
 
 def session(setup):
@@ -152,10 +160,15 @@ def run(strategy, fn, args=()):
     return method(fn, args=args)
 
 
-def replica_id():
-    """This replica's index among all replicas of all workers: an int32 scalar tensor
-    (0 without a strategy)."""
-    return tf.distribute.get_replica_context().replica_id_in_sync_group
+def replica_id(setup):
+    """This replica's index among all replicas of all workers (0 without a strategy).
+
+    TF 1.15's MultiWorkerMirroredStrategy numbers the replicas of every worker from
+    0 (in graph mode), TF 2.x across all workers; modulo the worker's replicas both
+    give the index on this worker, and its first replica's index comes from TF_CONFIG.
+    """
+    index = tf.distribute.get_replica_context().replica_id_in_sync_group
+    return setup.first_replica + index % setup.local_replicas
 
 
 def total(strategy, per_replica):

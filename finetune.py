@@ -9,6 +9,9 @@ crops (section 4.1, preprocessing.py).
     python finetune.py --data data/PetImages --run logs/pretrained
     python finetune.py --data data/PetImages --weights none --run logs/scratch   # all layers
     python finetune.py --resume --run logs/pretrained --epochs 15
+    python finetune.py --data data/PetImages --devices 2                          # 2 GPUs
+    python finetune.py --recipe paper --data ILSVRC2012/train \
+        --val-images ILSVRC2012_img_val --val-labels val.txt --devices 8          # section 5
     tensorboard --logdir logs
 
 A run lives in its folder (run_folder.py lists what it holds): TensorBoard
@@ -36,9 +39,23 @@ Exit status: 0 trained; 2 bad arguments, data or weights (one line says what to
 do); 3 the loss stopped being finite (lower --learning-rate, then --resume);
 130 interrupted by Ctrl-C (a checkpoint is saved: --resume continues).
 
+Many devices (distribution.py): --devices N trains N replicas of the network
+on this machine's GPUs, each on its share of every --batch-size batch (its rows,
+with the dropout masks those rows have on one device), their gradients summed
+by all-reduce before one update; a TF_CONFIG naming several workers does the
+same across machines, worker 0 writing the run folder. The updates equal one
+device's up to float rounding.
+
+The learning rate is a variable of the checkpoint: constant by default; with
+--lr-drops D it is divided by 10 after --lr-patience epochs without a gain of
+--lr-min-gain in the validation error, at most D times (next_learning_rate).
+--recipe paper is the paper's from-scratch run on ILSVRC-2012's folders.
+
 Deviations from the paper: only the chosen layers train (fine-tuning, as the
-course does); the learning rate stays constant (the paper divided it by 10 by
-hand when validation error stopped improving).
+course does); the paper divided the learning rate by hand when the validation
+error stopped improving, here a rule with stated numbers does; its two GPUs
+each held half of the kernels (model parallel), here every device holds the
+whole network (data parallel).
 """
 from __future__ import annotations
 
@@ -186,16 +203,17 @@ class Trainer(object):
 
     def __init__(self, train_items, val_items, num_classes, recipe, train_layers,
                  skip_layer, weights_path, seed, cache_from=None,
-                 cache_views=feature_cache.TEN_CROPS, decoded_cache=None, strategy=None):
+                 cache_views=feature_cache.TEN_CROPS, decoded_cache=None, setup=None):
         """cache_from: None for the naive path, else the first trained layer (fc6,
         fc7 or fc8), whose input comes from cached features (feature_cache.py).
-        strategy: None for one device, else a tf.distribute strategy
-        (distribution.choose) whose replicas share every batch."""
+        setup: None for one device, else distribution.choose's Setup: a
+        tf.distribute strategy whose replicas share every batch."""
         tf.set_random_seed(seed)
         self.cache = None
         self.train_layers = list(train_layers)
-        self.strategy = strategy or tf.distribute.get_strategy()
-        self.replicas = self.strategy.num_replicas_in_sync
+        self.setup = setup or distribution.one_device()
+        self.strategy = self.setup.strategy
+        self.replicas = self.setup.replicas
         with tf.name_scope('input'):
             # Which epoch to read, and how many of its photos a resumed run skips.
             self.epoch_to_read = tf.placeholder(tf.int64, [], name='epoch')
@@ -288,7 +306,7 @@ class Trainer(object):
         self.model; else its rows of the batch and a copy of the graph on them."""
         if self.replicas == 1:
             return self.model, inputs, labels
-        first, end = distribution.rows_of_replica(self.batch, distribution.replica_id(),
+        first, end = distribution.rows_of_replica(self.batch, distribution.replica_id(self.setup),
                                                   self.replicas)
         inputs, labels = inputs[first:end], labels[first:end]
         with tf.variable_scope(tf.get_variable_scope(), reuse=True):
@@ -855,7 +873,7 @@ def train_run(args, run_dir, progress, started_training, worker=None):
         trainer = Trainer(train, val, len(names), recipe, args.train_layers, skip_layer,
                           args.weights, args.seed, cache_from, args.cache_views,
                           os.path.join(cache_root, '.decoded-cache' + cache_suffix)
-                          if args.cache_decoded else None, strategy=setup.strategy)
+                          if args.cache_decoded else None, setup=setup)
         with distribution.session(setup) as session:
             if writes:
                 train_writer = tf.summary.FileWriter(
@@ -899,7 +917,16 @@ def train_run(args, run_dir, progress, started_training, worker=None):
 def restore(session, trainer, checkpoint, args):
     """Restores every variable of the checkpoint; a rate given with --resume replaces
     the one the run had reached (e.g. a tenth of it after the loss diverged)."""
-    trainer.saver.restore(session, checkpoint)
+    stored = {name for name, _ in tf.train.list_variables(checkpoint)}
+    missing = [v for v in tf.global_variables() if v.op.name not in stored]
+    if missing and all(v.op.name.startswith('epoch_state/') for v in missing):
+        # A run from before the schedule was kept: its rate was --learning-rate.
+        tf.train.Saver([v for v in tf.global_variables() if v.op.name in stored]).restore(
+            session, checkpoint)
+        print('note: %s has no learning-rate schedule (an older run); going on at %g'
+              % (display_path(checkpoint), args.learning_rate))
+    else:
+        trainer.saver.restore(session, checkpoint)
     if args.learning_rate_given:
         schedule = trainer.read_schedule(session)
         if not np.isclose(schedule.learning_rate, args.learning_rate, rtol=1e-6):

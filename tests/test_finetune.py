@@ -169,7 +169,8 @@ def test_the_paper_recipe_sets_its_defaults_and_flags_still_win():
     assert (args.learning_rate, args.momentum, args.weight_decay, args.keep_prob,
             args.batch_size) == (0.01, 0.9, 0.0005, 0.5, 128)
     assert finetune.parse_args(['--recipe', 'paper', '--epochs', '5']).epochs == 5
-    assert finetune.parse_args([]).lr_drops == 0 and not finetune.parse_args([]).learning_rate_given
+    default = finetune.parse_args([])
+    assert default.lr_drops == 0 and not default.learning_rate_given
     assert finetune.parse_args(['--learning-rate', '0.01']).learning_rate_given
 
 
