@@ -94,7 +94,7 @@ def test_a_cluster_run_needs_a_run_folder(monkeypatch, tmp_path):
     assert 'with TF_CONFIG (2 workers) pass --run' in message
 
 
-# --- Whole runs -------------------------------------------------------------------------
+# --- The training graph on two devices ------------------------------------------------
 
 @pytest.fixture(scope='module')
 def stand_in(module_dir):
@@ -106,6 +106,54 @@ def stand_in(module_dir):
     weight_files.save_npz(path, layers)
     return path
 
+
+# Two devices add the replicas' shares of the loss and gradients in another order than
+# one device sums the whole batch (float32 rounding, about 1e-7 relative per addition);
+# a few steps of SGD carry that to about 1e-6. The dropout masks, crops and order are the
+# same bits on both. A wrong share (the whole batch's mean on each replica, one replica's
+# gradient, masks drawn per replica) is off by far more than 1e-4.
+TOLERANCE = dict(rtol=1e-4, atol=1e-6)
+
+
+def two_steps(items, weights, devices):
+    """Losses and trained weights of 2 Trainer steps, batch 3 (2 devices: 1 + 2 rows),
+    dropout on, and the weights of the frozen layers."""
+    recipe = finetune.Recipe(0.01, 0.9, 0.0005, 0.5, 3)
+    with tf.Graph().as_default():
+        setup = distribution.choose(devices, environ={})
+        trainer = finetune.Trainer(items, [], 2, recipe, ['fc7', 'fc8'], [], weights, seed=1,
+                                   setup=setup)
+        with distribution.session(setup) as session:
+            session.run(trainer.init)
+            trainer.model.load_initial_weights(session)
+            session.run(trainer.train_iterator.initializer, {trainer.epoch_to_read: 0})
+            handle = session.run(trainer.train_iterator.string_handle())
+            losses = [session.run([trainer.train_op, trainer.cross_entropy],
+                                  {trainer.handle: handle, trainer.keep_prob: 0.5,
+                                   trainer.dropout_key: [1, step]})[1] for step in range(2)]
+            return losses, trainer.model.read_weights(session)
+
+
+def test_a_step_on_two_devices_is_a_step_on_one(tmp_path, stand_in):
+    """The replicas' shares add up to one device's step: the same losses and updates
+    (see TOLERANCE), and the frozen layers keep their bits on every device."""
+    data = make_images(str(tmp_path / 'data'), per_class=3)
+    items = [(os.path.join(data, name, '%d.jpg' % i), label)
+             for label, name in enumerate(('cat', 'dog')) for i in range(3)]
+    one_losses, one = two_steps(items, stand_in, 1)
+    two_losses, two = two_steps(items, stand_in, 2)
+    np.testing.assert_allclose(two_losses, one_losses, **TOLERANCE)
+    assert one_losses[1] != pytest.approx(one_losses[0], rel=1e-3)     # the first step moved
+    before = weight_files.load_weights(stand_in)
+    for layer in one:
+        for part in (0, 1):
+            np.testing.assert_allclose(two[layer][part], one[layer][part], err_msg=layer,
+                                       **TOLERANCE)
+            if layer not in ('fc7', 'fc8'):
+                np.testing.assert_array_equal(two[layer][part], before[layer][part], layer)
+
+
+# --- Whole runs -------------------------------------------------------------------------
 
 def train(data, run_dir, *extra):
     return finetune.main(['--data', data, '--run', str(run_dir), '--val-fraction', '0.25',
@@ -123,12 +171,6 @@ def checkpoint_variables(run_dir):
     return dict(tf.train.list_variables(prefix))
 
 
-# Two devices add the replicas' shares of the loss and gradients in another order than
-# one device sums the whole batch (float32 rounding, about 1e-7 relative per addition);
-# a few steps of SGD carry that to about 1e-6. The dropout masks, crops and order are the
-# same bits on both. A wrong share (the whole batch's mean on each replica, one replica's
-# gradient, masks drawn per replica) is off by far more than 1e-4.
-TOLERANCE = dict(rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.slow
