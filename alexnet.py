@@ -161,7 +161,8 @@ class AlexNet(object):
     """
 
     def __init__(self, x, keep_prob=None, num_classes=NUM_CLASSES, skip_layer=(),
-                 weights_path=DEFAULT_WEIGHTS_PATH, dropout_seed=None, devices=None):
+                 weights_path=DEFAULT_WEIGHTS_PATH, dropout_seed=None, devices=None,
+                 replica_rows=None):
         """Builds the graph.
 
         Args:
@@ -187,6 +188,13 @@ class AlexNet(object):
             The variables and the outputs are the one-device graph's. Run it in
             a session with alexnet.session_config(devices), so that a machine
             without those devices runs it on those it has.
+          replica_rows: None, or (first row, rows of the whole batch) int32
+            tensors when this graph is one replica's copy in data-parallel
+            training (finetune.py), on rows first.. of a larger batch, sharing
+            the variables of a model built before it: its dropout masks are
+            those rows of the whole batch's masks (the same however many
+            replicas share the batch), and it has no weight-loading ops (the
+            model that owns the variables loads them).
         Raises:
           ValueError: an input that is not [N, 227, 227, 3], an unknown layer in
             skip_layer, or `devices` that are not two.
@@ -210,12 +218,14 @@ class AlexNet(object):
         self.weights_path = weights_path
         self.dropout_seed = dropout_seed
         self.devices = None if devices is None else tuple(devices)
+        self.replica_rows = replica_rows
         self.layers = []
         if self.devices is None:
             self._build()
         else:
             self._build_columns()
-        self._make_assign_ops()
+        if replica_rows is None:
+            self._make_assign_ops()
 
     def _build(self):
         # 1st layer: conv (ReLU) -> LRN -> pool
@@ -503,13 +513,16 @@ class AlexNet(object):
             # 1 / keep_prob: tf.nn.dropout's rule, with stateless draws per layer.
             seed = tf.cast(self.dropout_seed, tf.int64)
             key = tf.stack([seed[0] * 10 + int(name[-1]), seed[1]])
-            if share is None:
-                draws = tf.random.stateless_uniform(tf.shape(x), seed=key)
-            else:
-                # The whole layer's draws, this column's part of them: both layouts
-                # drop the same units.
+            # The whole batch's draws (all replicas' rows), this column's units of
+            # them: every layout drops the same units of the same rows.
+            rows = tf.shape(x)[0] if self.replica_rows is None else self.replica_rows[1]
+            units = tf.shape(x)[1] if share is None else sum(share[1])
+            draws = tf.random.stateless_uniform(tf.stack([rows, units]), seed=key)
+            if self.replica_rows is not None:
+                first = self.replica_rows[0]
+                draws = draws[first:first + tf.shape(x)[0]]
+            if share is not None:
                 column, sizes = share
-                draws = tf.random.stateless_uniform([tf.shape(x)[0], sum(sizes)], seed=key)
                 draws = tf.split(draws, sizes, axis=1)[column]
             kept = tf.cast(draws < self.keep_prob, x.dtype)
             return x * kept / self.keep_prob

@@ -6,7 +6,8 @@ A fine-tuning run (finetune.py) starts here:
     train, val = split_dataset(dataset.items, val_fraction=0.1, seed=0)
     train, bad = scan_images(train, cache_dir='logs/.scan-cache')
 
-Three layouts are understood:
+Three layouts are understood (and, with find_imagenet, ILSVRC-2012's train/:
+one folder per WordNet id, labelled in bvlc_alexnet's order of the 1000 classes):
 
 * a folder per class: PetImages/Cat/*.jpg, PetImages/Dog/*.jpg (class folders
   are searched recursively; images directly in the top folder are then
@@ -56,6 +57,7 @@ SHOWN_SKIPPED = 10          # skipped files printed before '... and N more'
 Dataset = collections.namedtuple('Dataset', 'items class_names skipped')
 
 # Kaggle's flat train/: <class>.<id>.<ext>, e.g. cat.123.jpg -> 'cat'.
+WNID = re.compile(r'^n\d{8}$')     # a WordNet id, ILSVRC-2012's class folders
 _KAGGLE_NAME = re.compile(r'^([A-Za-z][^.]*)\..+\.[^.]+$')
 
 _LAYOUTS_HINT = ('pass a folder with one sub-folder of images per class (e.g. PetImages '
@@ -65,6 +67,10 @@ _LAYOUTS_HINT = ('pass a folder with one sub-folder of images per class (e.g. Pe
 
 class DatasetError(ValueError):
     """A dataset path, list file or split file cannot be used (the message says why)."""
+
+
+class GroundTruthError(DatasetError):
+    """A ground-truth file does not fit the images or the model."""
 
 
 # --- Finding a dataset ----------------------------------------------------
@@ -348,10 +354,134 @@ def read_split(path):
 
 def write_json(path, data):
     """Writes JSON through a temporary file, so a crash never leaves half a file."""
-    temporary = path + '.tmp'
+    temporary = '%s.tmp%d' % (path, os.getpid())     # two writers never share one
     with open(temporary, 'w', encoding='utf-8') as f:
         json.dump(data, f, indent=1)
     os.replace(temporary, path)
+
+
+# --- ILSVRC-2012: its WordNet-id folders and its validation ground truth -----
+
+def imagenet_wnids():
+    """WordNet id -> bvlc_alexnet class index (0 = n01440764, tench)."""
+    return {wnid: index for index, wnid in enumerate(class_names_module.imagenet_wnids())}
+
+
+def find_imagenet(path):
+    """ILSVRC-2012's train/ layout: one folder per WordNet id (n01440764/*.JPEG, ...),
+    labelled in bvlc_alexnet's class order, whichever of the 1000 folders are present.
+
+    Returns:
+      Dataset whose class_names are the 1000 ImageNet names (class_names.py).
+    Raises:
+      DatasetError: a folder that is not one of the 1000 classes (named), no images.
+    """
+    if not os.path.isdir(path):
+        raise DatasetError('%s is not a folder; pass ILSVRC-2012\'s train/ folder, one '
+                           'sub-folder per WordNet id (n01440764, ...)' % display_path(path))
+    folders, skipped = _class_folders(path)
+    labels = imagenet_wnids()
+    unknown = [name for name in folders if name not in labels]
+    if unknown:
+        raise DatasetError('%s is not one of the 1000 ILSVRC-2012 classes (WordNet ids such as '
+                           'n01440764)%s; move it out of %s, or train on the folder without '
+                           '--classes imagenet' % (
+                               display_path(folders[unknown[0]]),
+                               ' (nor are %d more)' % (len(unknown) - 1) if len(unknown) > 1
+                               else '', display_path(path)))
+    items = []
+    for name, folder in folders.items():
+        others = [other for other in folders.values() if other != folder]
+        images, refused = image_files.list_images(folder, exclude=others)
+        skipped.extend(refused)
+        items.extend((image, labels[name]) for image in images)
+    if not items:
+        raise DatasetError('no images in the class folders of %s' % display_path(path))
+    return Dataset(_without_repeats(items, skipped),
+                   class_names_module.imagenet_class_names(), skipped)
+
+
+def _ground_truth_lines(path):
+    """(line number, text) of the non-blank lines, bounded in length."""
+    with open(path, encoding='utf-8') as f:
+        for number, line in enumerate(f, 1):
+            if len(line) > MAX_LIST_LINE:
+                raise GroundTruthError('%s line %d is longer than %d characters; is it a '
+                                       'ground-truth file?' % (display_path(path),
+                                                               number, MAX_LIST_LINE))
+            if line.strip():
+                yield number, line.strip()
+
+
+def read_ground_truth(path, one_based=False):
+    """Reads a ground-truth file (its formats: evaluate.py's docstring).
+
+    Returns:
+      list of (file name or None, 0-based class index), in file order.
+    Raises:
+      GroundTruthError: unreadable line, mixed formats, unknown WordNet id.
+    """
+    if not os.path.isfile(path):
+        raise GroundTruthError('%s: no such ground-truth file' % display_path(path))
+    entries, wnids = [], None
+    try:
+        lines = list(_ground_truth_lines(path))
+    except UnicodeDecodeError:
+        raise GroundTruthError('%s is not a UTF-8 text file of labels; see `python evaluate.py '
+                               '--help`' % display_path(path)) from None
+    for number, line in lines:
+        parts = line.rsplit(None, 1)          # file names may contain spaces
+        name, label = (None, parts[0]) if len(parts) == 1 else parts
+        if WNID.match(label):
+            wnids = wnids or imagenet_wnids()
+            if label not in wnids:
+                raise GroundTruthError('%s line %d: %s is not one of the 1000 ILSVRC-2012 '
+                                       'classes' % (display_path(path), number, label))
+            index = wnids[label]
+        elif re.match(r'^-?\d{1,9}$', label):
+            index = int(label) - (1 if one_based else 0)
+            if index < 0:
+                raise GroundTruthError(
+                    '%s line %d: label %s is below %d; %s' % (
+                        display_path(path), number, label, 1 if one_based else 0,
+                        'drop --one-based: the file counts from 0' if one_based else
+                        'labels are class indices'))
+        else:
+            raise GroundTruthError('%s line %d: %r is neither a class index nor a WordNet '
+                                   'id; see `python evaluate.py --help`'
+                                   % (display_path(path), number, line[:200]))
+        entries.append((name, index))
+    if not entries:
+        raise GroundTruthError('%s: no labels in the file' % display_path(path))
+    if len({name is None for name, _ in entries}) > 1:
+        raise GroundTruthError('%s: some lines name a file and some do not; use one format'
+                               % display_path(path))
+    return entries
+
+
+def imagenet_items(folder, ground_truth, one_based=False):
+    """(path, label) pairs of an ILSVRC-2012 validation-style folder.
+
+    Raises:
+      GroundTruthError: the folder and the file do not match.
+    """
+    if not os.path.isdir(folder):
+        raise GroundTruthError('%s: no such image folder' % display_path(folder))
+    entries = read_ground_truth(ground_truth, one_based)
+    paths, _ = image_files.list_images(folder, recursive=False)
+    if entries[0][0] is not None:
+        # FILE LABEL lines: every listed file present in the folder is used.
+        by_name = {os.path.basename(path): path for path in paths}
+        items = [(by_name[name], label) for name, label in entries if name in by_name]
+        if not items:
+            raise GroundTruthError('none of the files %s lists is in %s' % (ground_truth, folder))
+        return items
+    if len(paths) != len(entries):
+        raise GroundTruthError(
+            '%s has %d images but %s has %d labels; a label-per-line file goes with the whole '
+            'folder in sorted order; for a part of it use "FILE LABEL" lines'
+            % (folder, len(paths), ground_truth, len(entries)))
+    return [(path, label) for path, (_, label) in zip(paths, entries)]
 
 
 # --- Scanning for files that do not decode ---------------------------------

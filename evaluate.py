@@ -56,7 +56,6 @@ them; the corner crops are corners of the whole image scaled to shorter side
 from __future__ import annotations
 
 import os
-import re
 import sys
 
 import numpy as np
@@ -64,7 +63,6 @@ import tensorflow.compat.v1 as tf
 
 import alexnet
 import caffemodel
-import class_names
 import command_line
 import datasets
 import image_files
@@ -72,6 +70,7 @@ import inference
 import preprocessing
 import run_folder
 import weight_files
+from datasets import GroundTruthError, imagenet_items, read_ground_truth  # noqa: F401
 from inference import CROPS
 
 TOP_K = (1, 5)
@@ -88,12 +87,6 @@ PREPROCESSING_DESCRIPTIONS = {
     'caffe': "preprocessing: warped to 256x256, mean image (Caffe's tools, its published figure)",
 }
 CROP_DESCRIPTIONS = {'center': 'center crop', 'ten': '10 crops, softmax averaged'}
-WNID = re.compile(r'^n\d{8}$')
-
-
-class GroundTruthError(ValueError):
-    """The ground-truth file does not fit the images or the model."""
-
 
 # --- The measure -----------------------------------------------------------
 
@@ -123,94 +116,6 @@ def topk_error(probabilities, labels, k):
 
 
 # --- Labelled sets ---------------------------------------------------------
-
-def _imagenet_wnids():
-    """WordNet id -> bvlc_alexnet class index."""
-    return {wnid: index for index, wnid in enumerate(class_names.imagenet_wnids())}
-
-
-def _ground_truth_lines(path):
-    """(line number, text) of the non-blank lines, bounded in length."""
-    with open(path, encoding='utf-8') as f:
-        for number, line in enumerate(f, 1):
-            if len(line) > datasets.MAX_LIST_LINE:
-                raise GroundTruthError('%s line %d is longer than %d characters; is it a '
-                                       'ground-truth file?' % (image_files.display_path(path),
-                                                               number, datasets.MAX_LIST_LINE))
-            if line.strip():
-                yield number, line.strip()
-
-
-def read_ground_truth(path, one_based=False):
-    """Reads a ground-truth file (formats in the module docstring).
-
-    Returns:
-      list of (file name or None, 0-based class index), in file order.
-    Raises:
-      GroundTruthError: unreadable line, mixed formats, unknown WordNet id.
-    """
-    if not os.path.isfile(path):
-        raise GroundTruthError('%s: no such ground-truth file' % image_files.display_path(path))
-    entries, wnids = [], None
-    try:
-        lines = list(_ground_truth_lines(path))
-    except UnicodeDecodeError:
-        raise GroundTruthError('%s is not a UTF-8 text file of labels; see `python evaluate.py '
-                               '--help`' % image_files.display_path(path)) from None
-    for number, line in lines:
-        parts = line.rsplit(None, 1)          # file names may contain spaces
-        name, label = (None, parts[0]) if len(parts) == 1 else parts
-        if WNID.match(label):
-            wnids = wnids or _imagenet_wnids()
-            if label not in wnids:
-                raise GroundTruthError('%s line %d: %s is not one of the 1000 ILSVRC-2012 '
-                                       'classes' % (image_files.display_path(path), number, label))
-            index = wnids[label]
-        elif re.match(r'^-?\d{1,9}$', label):
-            index = int(label) - (1 if one_based else 0)
-            if index < 0:
-                raise GroundTruthError(
-                    '%s line %d: label %s is below %d; %s' % (
-                        image_files.display_path(path), number, label, 1 if one_based else 0,
-                        'drop --one-based: the file counts from 0' if one_based else
-                        'labels are class indices'))
-        else:
-            raise GroundTruthError('%s line %d: %r is neither a class index nor a WordNet '
-                                   'id; see `python evaluate.py --help`'
-                                   % (image_files.display_path(path), number, line[:200]))
-        entries.append((name, index))
-    if not entries:
-        raise GroundTruthError('%s: no labels in the file' % image_files.display_path(path))
-    if len({name is None for name, _ in entries}) > 1:
-        raise GroundTruthError('%s: some lines name a file and some do not; use one format'
-                               % image_files.display_path(path))
-    return entries
-
-
-def imagenet_items(folder, ground_truth, one_based=False):
-    """(path, label) pairs of an ILSVRC-2012 validation-style folder.
-
-    Raises:
-      GroundTruthError: the folder and the file do not match.
-    """
-    if not os.path.isdir(folder):
-        raise GroundTruthError('%s: no such image folder' % image_files.display_path(folder))
-    entries = read_ground_truth(ground_truth, one_based)
-    paths, _ = image_files.list_images(folder, recursive=False)
-    if entries[0][0] is not None:
-        # FILE LABEL lines: every listed file present in the folder is used.
-        by_name = {os.path.basename(path): path for path in paths}
-        items = [(by_name[name], label) for name, label in entries if name in by_name]
-        if not items:
-            raise GroundTruthError('none of the files %s lists is in %s' % (ground_truth, folder))
-        return items
-    if len(paths) != len(entries):
-        raise GroundTruthError(
-            '%s has %d images but %s has %d labels; a label-per-line file goes with the whole '
-            'folder in sorted order; for a part of it use "FILE LABEL" lines'
-            % (folder, len(paths), ground_truth, len(entries)))
-    return [(path, label) for path, (_, label) in zip(paths, entries)]
-
 
 def run_items(run):
     """(path, label) pairs of a fine-tuning run's validation split, and its class names."""

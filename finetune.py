@@ -9,6 +9,9 @@ crops (section 4.1, preprocessing.py).
     python finetune.py --data data/PetImages --run logs/pretrained
     python finetune.py --data data/PetImages --weights none --run logs/scratch   # all layers
     python finetune.py --resume --run logs/pretrained --epochs 15
+    python finetune.py --data data/PetImages --devices 2                          # 2 GPUs
+    python finetune.py --recipe paper --data ILSVRC2012/train \
+        --val-images ILSVRC2012_img_val --val-labels val.txt --devices 8          # section 5
     tensorboard --logdir logs
 
 A run lives in its folder (run_folder.py lists what it holds): TensorBoard
@@ -36,13 +39,29 @@ Exit status: 0 trained; 2 bad arguments, data or weights (one line says what to
 do); 3 the loss stopped being finite (lower --learning-rate, then --resume);
 130 interrupted by Ctrl-C (a checkpoint is saved: --resume continues).
 
+Many devices (distribution.py): --devices N trains N replicas of the network
+on this machine's GPUs, each on its share of every --batch-size batch (its rows,
+with the dropout masks those rows have on one device), their gradients summed
+by all-reduce before one update; a TF_CONFIG naming several workers does the
+same across machines, worker 0 writing the run folder. The updates equal one
+device's up to float rounding.
+
+The learning rate is a variable of the checkpoint: constant by default; with
+--lr-drops D it is divided by 10 after --lr-patience epochs without a gain of
+--lr-min-gain in the validation error, at most D times (next_learning_rate).
+--recipe paper is the paper's from-scratch run on ILSVRC-2012's folders.
+
 Deviations from the paper: only the chosen layers train (fine-tuning, as the
-course does); the learning rate stays constant (the paper divided it by 10 by
-hand when validation error stopped improving).
+course does); the paper divided the learning rate by hand when the validation
+error stopped improving, here a rule with stated numbers does; its two GPUs
+each held half of the kernels (model parallel), here every device holds the
+whole network (data parallel).
 """
 from __future__ import annotations
 
+import argparse
 import collections
+import hashlib
 import json
 import math
 import os
@@ -58,6 +77,7 @@ import alexnet
 import command_line
 import datagenerator
 import datasets
+import distribution
 import feature_cache
 import figures
 import inference
@@ -76,35 +96,98 @@ BYTES_PER_TRAINING_IMAGE = 12 * 2 ** 20
 # The knobs of section 5, as one record.
 Recipe = collections.namedtuple(
     'Recipe', 'learning_rate momentum weight_decay keep_prob batch_size')
+# The paper's from-scratch run on ILSVRC-2012 (--recipe paper): what it changes
+# from fine-tuning's defaults; every one can still be given on the command line.
+PAPER_RECIPE = {'weights': inference.RANDOM_WEIGHTS, 'epochs': 90, 'lr_drops': 3,
+                'classes': 'imagenet'}
+DEFAULT_LEARNING_RATE = 0.01
+
+# The learning-rate schedule, kept in every checkpoint: the rate, the best
+# validation error so far, the epochs since it last improved, the divisions made.
+ScheduleState = collections.namedtuple(
+    'ScheduleState', 'learning_rate best_error epochs_without_gain drops')
+SCHEDULE_DTYPES = (tf.float32, tf.float64, tf.int64, tf.int64)
+# Divide by `factor` after `patience` epochs in a row without a gain of at least
+# `min_gain` in the validation error, at most `max_drops` times.
+PlateauRule = collections.namedtuple('PlateauRule', 'patience min_gain max_drops factor')
 
 
 class RunError(Exception):
     """A problem the user must fix before training can go on; the message says how."""
 
 
+# --- The learning-rate schedule (section 5) ---------------------------------
+
+def next_learning_rate(state, val_error, rule):
+    """The paper's "divide the learning rate by 10 when the validation error rate
+    stopped improving with the current learning rate" (section 5), as a rule.
+
+    An epoch whose validation error (0..1) is below the best so far by at least
+    rule.min_gain improves; any other counts as one without gain. After
+    rule.patience epochs without gain in a row, the rate is divided by
+    rule.factor and the count starts again, at most rule.max_drops times in a
+    run (the paper: 3 times in about 90 epochs; 0: a constant rate).
+
+    Returns:
+      (the ScheduleState after this epoch, what was decided, one line).
+    """
+    if val_error < state.best_error - rule.min_gain:
+        return state._replace(best_error=val_error, epochs_without_gain=0), 'improved'
+    waited = state.epochs_without_gain + 1
+    if state.drops >= rule.max_drops:
+        return state._replace(epochs_without_gain=waited), (
+            'no gain (a constant rate: --lr-drops 0)' if not rule.max_drops else
+            'no gain; rate kept (all %d divisions made)' % rule.max_drops)
+    if waited < rule.patience:
+        return state._replace(epochs_without_gain=waited), (
+            'no gain of %g for %d of %d epochs' % (rule.min_gain, waited, rule.patience))
+    rate = state.learning_rate / rule.factor
+    return ScheduleState(rate, state.best_error, 0, state.drops + 1), (
+        'divided by %g to %g: no gain of %g in %d epochs (division %d of %d)'
+        % (rule.factor, rate, rule.min_gain, waited, state.drops + 1, rule.max_drops))
+
+
 # --- The graph, in the Mechanics 101 steps: inference, loss, training, evaluation ---
 
-def loss_fn(logits, labels, weight_decay, decayed_weights):
+def loss_fn(logits, labels, weight_decay, decayed_weights, batch_size=None, replicas=1):
     """Mean cross-entropy plus L2 weight decay on the given weights.
 
     The paper's update subtracts 0.0005 * lr * w each step: that is the gradient
     of weight_decay * sum(w^2) / 2, i.e. weight_decay * tf.nn.l2_loss(w).
 
+    With replicas > 1 (data parallel), logits and labels are one replica's rows
+    of a batch of batch_size, and the result is that replica's share: its
+    cross-entropies summed and divided by batch_size, plus 1/replicas of the
+    decay. The shares add up to the loss of the whole batch, and so do their
+    gradients (the all-reduce sums them).
+
     Returns:
-      (cross-entropy, total loss), scalars.
+      (cross-entropy, total loss), scalars (with replicas: this replica's shares).
     """
-    cross_entropy = tf.reduce_mean(
-        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+    per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    if batch_size is None:
+        cross_entropy = tf.reduce_mean(per_example)
+    else:
+        cross_entropy = tf.reduce_sum(per_example) / tf.cast(batch_size, tf.float32)
     decay = tf.add_n([tf.nn.l2_loss(w) for w in decayed_weights]) if decayed_weights else 0.0
-    return cross_entropy, cross_entropy + weight_decay * decay
+    return cross_entropy, cross_entropy + weight_decay * decay / replicas
 
 
 def training(loss, variables, learning_rate, momentum, global_step, colocate=False):
     """Momentum SGD on `variables` only: every other variable stays bit-identical.
-    colocate: compute each op's gradient on that op's device (a model on two devices)."""
+
+    Under a tf.distribute strategy apply_gradients sums the replicas' gradients
+    (all-reduce) and applies the sum once. tf.gradients, not the optimizer's
+    compute_gradients: the latter would divide each replica's loss by the number
+    of replicas, and loss_fn already gives each replica its share. gate_gradients
+    as compute_gradients has it: an op's gradients are all computed before any is
+    used, so fc8's update cannot overwrite fc8's weights while fc7's gradient is
+    still reading them (TF 1.x variables are updated in place).
+    colocate: compute each op's gradient on that op's device (a model on two devices).
+    """
     optimizer = tf.train.MomentumOptimizer(learning_rate, momentum)
-    gradients = optimizer.compute_gradients(loss, var_list=variables,
-                                            colocate_gradients_with_ops=colocate)
+    gradients = list(zip(tf.gradients(loss, variables, gate_gradients=True,
+                                      colocate_gradients_with_ops=colocate), variables))
     return optimizer.apply_gradients(gradients, global_step=global_step), gradients
 
 
@@ -124,13 +207,20 @@ class Trainer(object):
 
     def __init__(self, train_items, val_items, num_classes, recipe, train_layers,
                  skip_layer, weights_path, seed, cache_from=None,
-                 cache_views=feature_cache.TEN_CROPS, decoded_cache=None, devices=None):
+                 cache_views=feature_cache.TEN_CROPS, decoded_cache=None, setup=None,
+                 devices=None):
         """cache_from: None for the naive path, else the first trained layer (fc6,
         fc7 or fc8), whose input comes from cached features (feature_cache.py).
-        devices: None, or two devices for the paper's two-GPU layout (AlexNet's)."""
+        setup: None for one device, else distribution.choose's Setup: a
+        tf.distribute strategy whose replicas share every batch.
+        devices: None, or two devices for the paper's two-GPU layout (AlexNet's);
+        with one replica only."""
         tf.set_random_seed(seed)
         self.cache = None
         self.train_layers = list(train_layers)
+        self.setup = setup or distribution.one_device()
+        self.strategy = self.setup.strategy
+        self.replicas = self.setup.replicas
         with tf.name_scope('input'):
             # Which epoch to read, and how many of its photos a resumed run skips.
             self.epoch_to_read = tf.placeholder(tf.int64, [], name='epoch')
@@ -167,33 +257,63 @@ class Trainer(object):
                 tf.constant([seed, 0], tf.int64), [2], name='dropout_key')
 
         images = self.cache.images if self.cache else inputs
-        self.model = alexnet.AlexNet(images, self.keep_prob, num_classes, skip_layer,
-                                     weights_path, dropout_seed=self.dropout_key,
-                                     devices=devices)
-        # Naive: all eight layers run at every step. Cached: the full model holds
-        # every variable (loaded, checkpointed and exported as in the naive path) and
-        # computes the cache from the views; each step runs only the head (its ops in
-        # one scope, head/fc7, ..., beside the full model's in TensorBoard).
-        if self.cache:
-            with tf.name_scope('head'):
-                logits = self.model.head(inputs, cache_from)
-        else:
-            logits = self.model.fc8
-        trained = self.model.variables(train_layers)
-        with tf.name_scope('loss'):
-            self.cross_entropy, self.loss = loss_fn(
-                logits, labels, recipe.weight_decay, self.model.variables(train_layers, biases=False))
-        with tf.name_scope('evaluation'):
-            self.correct = evaluation(logits, labels)
-            self.batch = tf.shape(labels)[0]
-            self.accuracy = tf.cast(self.correct, tf.float32) / tf.cast(self.batch, tf.float32)
-        self.global_step = tf.train.get_or_create_global_step()
-        with tf.name_scope('train'):
-            self.learning_rate = tf.constant(recipe.learning_rate, tf.float32, name='lr')
-            self.train_op, self.gradients = training(self.loss, trained, self.learning_rate,
-                                                     recipe.momentum, self.global_step,
-                                                     colocate=devices is not None)
-        self._epoch_state()
+        with tf.name_scope('input/'):
+            self.batch = tf.shape(labels)[0]          # the whole batch, all replicas'
+        with self.strategy.scope():
+            # The variables, once. On one device this model is also the one that
+            # trains; with replicas it loads, saves, exports and fills the feature
+            # cache, and every replica runs a copy of its graph on its variables.
+            self.model = alexnet.AlexNet(images, self.keep_prob, num_classes, skip_layer,
+                                         weights_path, dropout_seed=self.dropout_key,
+                                         devices=devices)
+            self.global_step = tf.train.get_or_create_global_step()
+            self._epoch_state(recipe.learning_rate)
+
+            def replica_step(inputs, labels):
+                model, inputs, labels = self._replica(images, inputs, labels, num_classes,
+                                                      skip_layer, weights_path)
+                # Naive: all eight layers run at every step. Cached: the full model
+                # holds every variable (loaded, checkpointed and exported as in the
+                # naive path) and computes the cache from the views; each step runs
+                # only the head (its ops in one scope, head/fc7, ..., beside the full
+                # model's in TensorBoard).
+                if self.cache:
+                    with tf.name_scope('head'):
+                        logits = model.head(inputs, cache_from)
+                else:
+                    logits = model.fc8
+                with tf.name_scope('loss'):
+                    cross_entropy, loss = loss_fn(
+                        logits, labels, recipe.weight_decay,
+                        model.variables(train_layers, biases=False),
+                        batch_size=None if self.replicas == 1 else self.batch,
+                        replicas=self.replicas)
+                with tf.name_scope('evaluation'):
+                    correct = evaluation(logits, labels)
+                with tf.name_scope('train'):
+                    train_op, gradients = training(loss, model.variables(train_layers),
+                                                   self.learning_rate, recipe.momentum,
+                                                   self.global_step,
+                                                   colocate=devices is not None)
+                return train_op, cross_entropy, loss, correct, [g for g, _ in gradients]
+
+            train_ops, cross_entropy, loss, correct, gradients = distribution.run(
+                self.strategy, replica_step, args=(inputs, labels))
+            # The whole batch's numbers: sums of the replicas' shares, in the scopes
+            # the (first) replica's ops opened ('train/' reopens the scope 'train').
+            with tf.name_scope('train/'):
+                self.train_op = tf.group(*self.strategy.experimental_local_results(train_ops))
+            with tf.name_scope('loss/'):
+                self.cross_entropy = distribution.total(self.strategy, cross_entropy)
+                self.loss = distribution.total(self.strategy, loss)
+            with tf.name_scope('evaluation/'):
+                self.correct = distribution.total(self.strategy, correct)
+                self.accuracy = (tf.cast(self.correct, tf.float32)
+                                 / tf.cast(self.batch, tf.float32))
+        # Histograms show the first replica's gradient (all of it on one device).
+        self.gradients = [(distribution.first_replica(self.strategy, gradient), variable)
+                          for gradient, variable in zip(gradients,
+                                                        self.model.variables(train_layers))]
         with tf.name_scope('summaries'):
             self.summaries = self._summaries(None if self.cache else inputs, self.gradients)
         self.init = tf.global_variables_initializer()
@@ -207,9 +327,27 @@ class Trainer(object):
                 self.model.variables() + [self.global_step, self.epoch], max_to_keep=1,
                 save_relative_paths=True, name='best')
 
-    def _epoch_state(self):
-        """Where the run is, saved in every checkpoint: finished epochs, and the sums
-        of the epoch in progress (a run interrupted mid-epoch resumes from them)."""
+    def _replica(self, images, inputs, labels, num_classes, skip_layer, weights_path):
+        """(model, inputs, labels) of this replica: on one device the whole batch and
+        self.model; else its rows of the batch and a copy of the graph on them."""
+        if self.replicas == 1:
+            return self.model, inputs, labels
+        first, end = distribution.rows_of_replica(self.batch, distribution.replica_id(self.setup),
+                                                  self.replicas)
+        inputs, labels = inputs[first:end], labels[first:end]
+        with tf.variable_scope(tf.get_variable_scope(), reuse=True):
+            # Its dropout masks are its rows of the whole batch's: the same masks as
+            # on one device, whatever the number of replicas.
+            model = alexnet.AlexNet(images if self.cache else inputs, self.keep_prob,
+                                    num_classes, skip_layer, weights_path,
+                                    dropout_seed=self.dropout_key,
+                                    replica_rows=(first, self.batch))
+        return model, inputs, labels
+
+    def _epoch_state(self, learning_rate):
+        """Where the run is, saved in every checkpoint: finished epochs, the sums of
+        the epoch in progress (a run interrupted mid-epoch resumes from them), and
+        the learning-rate schedule (ScheduleState)."""
         with tf.variable_scope('epoch_state'):
             self.epoch = tf.get_variable('epoch', [], tf.int64, tf.zeros_initializer(),
                                          trainable=False)
@@ -222,6 +360,25 @@ class Trainer(object):
             self.set_state = tf.group(*[tf.assign(v, self.state_values[name])
                                         for name, v in self.state.items()])
             self.next_epoch = tf.assign_add(self.epoch, 1)
+            start = ScheduleState(learning_rate, math.inf, 0, 0)
+            self.schedule = collections.OrderedDict(
+                (name, tf.get_variable(name, [], dtype, tf.constant_initializer(value),
+                                       trainable=False))
+                for name, dtype, value in zip(ScheduleState._fields, SCHEDULE_DTYPES, start))
+            self.schedule_values = {name: tf.placeholder(v.dtype.base_dtype, [])
+                                    for name, v in self.schedule.items()}
+            self.set_schedule = tf.group(*[tf.assign(v, self.schedule_values[name])
+                                           for name, v in self.schedule.items()])
+        # The optimizer reads the rate from this variable: the schedule changes it
+        # between epochs, and a resumed run goes on with the rate it had.
+        self.learning_rate = self.schedule['learning_rate']
+
+    def read_schedule(self, session):
+        return ScheduleState(*session.run(list(self.schedule.values())))
+
+    def write_schedule(self, session, state):
+        session.run(self.set_schedule, {self.schedule_values[name]: value
+                                        for name, value in zip(self.schedule, state)})
 
     def disk_needed(self, keep_checkpoints):
         """Bytes a whole run writes at most: the kept checkpoints plus the one being
@@ -269,7 +426,8 @@ class Interrupted(Exception):
 
 def train_epoch(session, trainer, handle, steps, keep_prob, seed, sums, writer, summary_every,
                 progress):
-    """Runs up to `steps` training steps of the current epoch, adding to `sums`.
+    """Runs up to `steps` training steps of the current epoch, adding to `sums`;
+    writer: where the step summaries go, or None (not this process's job).
 
     Returns the new EpochSums. Raises FloatingPointError when the loss is not
     finite, Interrupted on Ctrl-C.
@@ -280,7 +438,8 @@ def train_epoch(session, trainer, handle, steps, keep_prob, seed, sums, writer, 
     try:
         for index in bar:
             last = index == steps - 1
-            summarise = step % summary_every == 0 or last
+            # Only a writer (one process of a cluster) fetches the summaries.
+            summarise = writer is not None and (step % summary_every == 0 or last)
             feed = {trainer.handle: handle, trainer.keep_prob: keep_prob,
                     trainer.dropout_key: [seed, step]}
             try:
@@ -380,6 +539,15 @@ def check_disk_space(trainer, run_dir, keep_checkpoints):
                          keep_checkpoints), file=sys.stderr)
 
 
+def weights_digest(session, trainer):
+    """A short hash of the trained layers' values: equal on workers that agree."""
+    digest = hashlib.sha1()
+    for layer, arrays in sorted(trainer.model.read_weights(session, trainer.train_layers).items()):
+        for array in arrays:
+            digest.update(layer.encode('utf-8') + np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
 def non_finite_layers(session, model, layer_names):
     """The trained layers whose weights or biases hold NaN or infinity."""
     values = model.read_weights(session, layer_names)
@@ -389,8 +557,9 @@ def non_finite_layers(session, model, layer_names):
 
 # --- Setting up a run ---------------------------------------------------------
 
-def resolve_run(run, resume, log_dir='logs'):
-    """The run folder: a new one, or for --resume the given or the latest one."""
+def resolve_run(run, resume, log_dir='logs', writer=True):
+    """The run folder: a new one, or for --resume the given or the latest one.
+    writer=False: a worker that only reads it (the chief may have started it)."""
     if run is None and resume:
         latest = run_folder.latest_run(log_dir)
         if latest is None:
@@ -403,7 +572,8 @@ def resolve_run(run, resume, log_dir='logs'):
     if resume and not has_checkpoints:
         raise RunError('nothing to resume in %s: it has no checkpoints; drop --resume to '
                        'start it' % display_path(run))
-    if not resume and os.path.isdir(run) and set(os.listdir(run)) - {run_folder.LOCK_FILE}:
+    if (writer and not resume and os.path.isdir(run)
+            and set(os.listdir(run)) - {run_folder.LOCK_FILE}):
         raise RunError('%s already holds a run%s; pass --resume to continue it, or choose '
                        'another --run' % (display_path(run), '' if has_checkpoints else
                                           ' (it never finished an epoch: delete it to start '
@@ -411,18 +581,39 @@ def resolve_run(run, resume, log_dir='logs'):
     return run
 
 
-def prepare_data(data, run_dir, val_fraction, seed, progress):
-    """The run's split (reused on --resume), with unreadable files left out."""
+def prepare_data(data, run_dir, val_fraction, seed, progress, imagenet=False, val_set=None,
+                 write=True):
+    """The run's split (reused on --resume), with unreadable files left out.
+
+    imagenet: data is ILSVRC-2012's train/ (a folder per WordNet id, labels in
+    bvlc_alexnet's order); val_set: (image folder, ground-truth file) of a
+    separate validation set (evaluate.py's format) instead of a held-out share.
+    write: False for a worker that does not write the run folder.
+    """
     split_path = os.path.join(run_dir, run_folder.SPLIT_FILE)
     if os.path.exists(split_path):
         train, val, names = datasets.read_split(split_path)
     else:
-        found = datasets.find_dataset(data)
+        found = datasets.find_imagenet(data) if imagenet else datasets.find_dataset(data)
         if found.skipped:
             print('%d files or folders left out of %s:' % (len(found.skipped), display_path(data)))
             datasets.report_skipped(found.skipped)
         names = found.class_names
-        train, val = datasets.split_dataset(found.items, val_fraction, seed)
+        if imagenet:
+            missing = len(names) - len({label for _, label in found.items})
+            if missing:
+                print('note: %d of the %d ILSVRC-2012 classes have no folder of images in %s; '
+                      'fc8 keeps all %d outputs, and those never see an example'
+                      % (missing, len(names), display_path(data), len(names)))
+        if val_set:
+            train, val = found.items, datasets.imagenet_items(*val_set)
+            highest = max(label for _, label in val)
+            if highest >= len(names):
+                raise RunError('%s has label %d, and ILSVRC-2012 has %d classes (0..%d, '
+                               "bvlc_alexnet's order); see evaluate.py --help for its formats"
+                               % (display_path(val_set[1]), highest, len(names), len(names) - 1))
+        else:
+            train, val = datasets.split_dataset(found.items, val_fraction, seed)
     cache_dir = os.path.join(os.path.dirname(os.path.abspath(run_dir)), '.scan-cache')
     good, bad = datasets.scan_images(train + val, cache_dir=cache_dir, progress=progress,
                                      report=True)
@@ -431,10 +622,11 @@ def prepare_data(data, run_dir, val_fraction, seed, progress):
     val = [item for item in val if item in good]
     if not train:
         raise RunError('no readable training images in %s' % display_path(data))
-    datasets.write_split(split_path, train, val, names)
-    if bad:
-        run_folder.write_bad_files(run_dir, bad)
-    run_folder.write_class_names(run_dir, names)
+    if write:
+        datasets.write_split(split_path, train, val, names)
+        if bad:
+            run_folder.write_bad_files(run_dir, bad)
+        run_folder.write_class_names(run_dir, names)
     return train, val, names
 
 
@@ -472,9 +664,24 @@ def parse_args(argv=None):
     parser = command_line.ArgumentParser(
         description="Fine-tune AlexNet's last layers (or train all of them) on a folder of "
                     'labelled photos.')
+    parser.add_argument('--recipe', choices=('finetune', 'paper'), default='finetune',
+                        help='paper: the from-scratch run of section 5 on ILSVRC-2012, i.e. the '
+                             'defaults --weights none --epochs 90 --lr-drops 3 --classes '
+                             'imagenet (flags given still win)')
     parser.add_argument('--data', default='data/PetImages',
                         help='a folder (one sub-folder per class, or Kaggle\'s cat.1.jpg '
-                             'names) or a text list of "path label" lines')
+                             'names) or a text list of "path label" lines; with --classes '
+                             'imagenet, ILSVRC-2012\'s train/ (a folder per WordNet id)')
+    parser.add_argument('--classes', choices=('folders', 'imagenet'), default='folders',
+                        help="folders: the data's classes, sorted; imagenet: the 1000 "
+                             "ILSVRC-2012 classes in bvlc_alexnet's order, one folder per "
+                             'WordNet id (n01440764, ...)')
+    parser.add_argument('--val-images', default=None,
+                        help='with --classes imagenet: a folder of validation images '
+                             '(ILSVRC2012_img_val) instead of holding out --val-fraction')
+    parser.add_argument('--val-labels', default=None,
+                        help='the ground truth of --val-images, as evaluate.py reads it '
+                             "(Caffe's val.txt, or one label or WordNet id per line)")
     parser.add_argument('--run', default=None,
                         help='the run folder (default: logs/<date-time>; with --resume: the '
                              'latest run in logs/)')
@@ -489,8 +696,25 @@ def parse_args(argv=None):
                              'frozen (default: fc6,fc7,fc8; all with --weights none)')
     parser.add_argument('--epochs', type=command_line.positive_int, default=10,
                         help='total epochs of the run')
-    command_line.add_batch_size(parser, 128, 'images per training step')
-    parser.add_argument('--learning-rate', type=float, default=0.01)
+    command_line.add_batch_size(parser, 128, 'images per training step, split across '
+                                             'the --devices (the global batch)')
+    parser.add_argument('--devices', type=command_line.positive_int, default=None,
+                        help='train on this many GPUs of this machine at once (data parallel: '
+                             'each takes its share of every batch); without GPUs, logical CPU '
+                             'devices. Default 1; with TF_CONFIG (several machines), all of '
+                             "each worker's GPUs")
+    parser.add_argument('--learning-rate', type=float, default=argparse.SUPPRESS,
+                        help='the starting learning rate (default %g); given with --resume, '
+                             'it replaces the rate the run had reached' % DEFAULT_LEARNING_RATE)
+    parser.add_argument('--lr-drops', type=int, default=0,
+                        help='divide the learning rate by 10 at most this many times, when the '
+                             'validation error stops improving (0: a constant rate)')
+    parser.add_argument('--lr-patience', type=command_line.positive_int, default=5,
+                        help='... after this many epochs in a row without a gain of '
+                             '--lr-min-gain')
+    parser.add_argument('--lr-min-gain', type=float, default=0.001,
+                        help='the least fall of the validation error (top-1, 0..1) that counts '
+                             'as improving')
     parser.add_argument('--momentum', type=float, default=0.9)
     parser.add_argument('--weight-decay', type=float, default=0.0005)
     parser.add_argument('--keep-prob', type=float, default=0.5,
@@ -523,7 +747,13 @@ def parse_args(argv=None):
                              'GPU, %d random crops on a CPU (each view is a forward pass); one '
                              'is drawn per epoch' % (feature_cache.TEN_CROPS, feature_cache.AUTO,
                                                      feature_cache.CPU_VIEWS))
+    # A recipe changes the defaults; flags given on the command line still win.
+    if parser.parse_known_args(argv)[0].recipe == 'paper':
+        parser.set_defaults(**PAPER_RECIPE)
     args = parser.parse_args(argv)
+    args.learning_rate_given = hasattr(args, 'learning_rate')
+    if not args.learning_rate_given:
+        args.learning_rate = DEFAULT_LEARNING_RATE
     try:
         args.train_layers = parse_train_layers(
             args.train_layers or ('all' if args.weights == inference.RANDOM_WEIGHTS
@@ -551,6 +781,21 @@ def recipe_problem(args):
         return '--val-fraction must be in [0, 1), not %s' % args.val_fraction
     if not 0 <= args.seed <= MAX_SEED:
         return '--seed must be in 0..%d, not %d' % (MAX_SEED, args.seed)
+    if args.lr_drops < 0:
+        return '--lr-drops must be at least 0, not %d' % args.lr_drops
+    if not (math.isfinite(args.lr_min_gain) and 0 <= args.lr_min_gain < 1):
+        return '--lr-min-gain must be in [0, 1), not %s' % args.lr_min_gain
+    if (args.val_images is None) != (args.val_labels is None):
+        return '--val-images and --val-labels go together: pass both, or neither'
+    if args.val_images is not None and args.classes != 'imagenet':
+        return ('--val-images labels ILSVRC-2012 classes: add --classes imagenet (with '
+                'ILSVRC-2012\'s train/ as --data)')
+    if args.model_parallel and (args.devices or 1) > 1:
+        return ('--model-parallel (one model split across two devices) and --devices %d (a '
+                'replica per device) go separately: pass one of them' % args.devices)
+    if args.lr_drops and args.val_images is None and args.val_fraction == 0:
+        return ('--lr-drops %d needs a validation error: keep --val-fraction above 0 or pass '
+                '--val-images and --val-labels' % args.lr_drops)
     return None
 
 
@@ -570,17 +815,29 @@ def check_batch_size(batch_size, cached):
                           total / 2 ** 30, fits))
 
 
+ERRORS = (RunError, datasets.DatasetError, weight_files.WeightFileError,
+          run_folder.RunFolderError, distribution.DistributionError)
+
+
 def main(argv=None):
     args = parse_args(argv)
     tf.logging.set_verbosity(tf.logging.ERROR)
     tf.disable_v2_behavior()
-    return command_line.run_main(
-        lambda: run(args), errors=(RunError, datasets.DatasetError, weight_files.WeightFileError,
-                                   run_folder.RunFolderError))
+    return command_line.run_main(lambda: run(args), errors=ERRORS)
 
 
 def run(args):
     progress = not args.no_progress
+    cluster = distribution.read_tf_config()
+    if cluster and len(cluster[0]) > 1:
+        if args.run is None:
+            raise RunError('with TF_CONFIG (%d workers) pass --run: every worker names the '
+                           'same run folder' % len(cluster[0]))
+        if not cluster[2]:
+            # Not the chief: trains in step with it, writes nothing in the run folder
+            # (it reads it on --resume: a shared file system, or a copy of it).
+            run_dir = resolve_run(args.run, args.resume, writer=False)
+            return train_run(args, run_dir, progress, [], worker=cluster[1])
     run_dir = resolve_run(args.run, args.resume)
     created = not os.path.exists(run_dir)
     lock = run_folder.WriterLock(run_dir)
@@ -588,8 +845,7 @@ def run(args):
     started_training = []
     try:
         return train_run(args, run_dir, progress, started_training)
-    except (RunError, datasets.DatasetError, weight_files.WeightFileError,
-            run_folder.RunFolderError, datagenerator.EmptyDatasetError):
+    except ERRORS + (datagenerator.EmptyDatasetError,):
         if created and not started_training:
             # A run that could not start leaves nothing behind to block its name.
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -598,7 +854,10 @@ def run(args):
         lock.release()
 
 
-def train_run(args, run_dir, progress, started_training):
+def train_run(args, run_dir, progress, started_training, worker=None):
+    """The run in run_dir; worker: None for the process that writes the run folder,
+    else the index of a worker that trains in step with it and writes nothing there."""
+    writes = worker is None
     settings = run_folder.read_settings(run_dir) if args.resume else {}
     if args.resume and settings:
         for name in ('train_layers', 'weights', 'seed'):
@@ -607,7 +866,13 @@ def train_run(args, run_dir, progress, started_training):
                       % (name.replace('_', '-'), settings[name] if name != 'train_layers'
                          else ','.join(settings[name])))
                 setattr(args, name, settings[name])
-    train, val, names = prepare_data(args.data, run_dir, args.val_fraction, args.seed, progress)
+    train, val, names = prepare_data(
+        args.data, run_dir, args.val_fraction, args.seed, progress,
+        imagenet=args.classes == 'imagenet',
+        val_set=(args.val_images, args.val_labels) if args.val_images else None, write=writes)
+    if args.lr_drops and not val:
+        raise RunError('--lr-drops %d needs a validation error, and the validation set is '
+                       'empty; raise --val-fraction or pass --val-images' % args.lr_drops)
     skip_layer = layers_to_load(args.weights, args.train_layers, len(names))
     cache_from = None
     if args.cache_features:
@@ -622,51 +887,103 @@ def train_run(args, run_dir, progress, started_training):
               % (display_path(run_dir), start_epoch))
         return command_line.EXIT_OK
     describe_run(args, run_dir, train, val, names, skip_layer)
-    if not args.resume:
+    if writes and not args.resume:
         datasets.write_json(os.path.join(run_dir, run_folder.SETTINGS_FILE), {
             'data': args.data, 'weights': args.weights, 'train_layers': args.train_layers,
-            'seed': args.seed, 'classes': names, 'started': time.strftime('%Y-%m-%d %H:%M:%S')})
+            'seed': args.seed, 'classes': names, 'recipe': args.recipe,
+            'started': time.strftime('%Y-%m-%d %H:%M:%S')})
 
     recipe = Recipe(args.learning_rate, args.momentum, args.weight_decay, args.keep_prob,
                     args.batch_size)
+    # Caches beside the run folder; a second worker of a cluster keeps its own.
     cache_root = os.path.dirname(os.path.abspath(run_dir))
+    cache_suffix = '' if writes else '-worker%d' % worker
     with tf.Graph().as_default():
+        setup = distribution.choose(args.devices)
+        if args.model_parallel:
+            if setup.replicas > 1:
+                raise RunError('--model-parallel splits one model across two devices and '
+                               'cannot be combined with %s: pass one of them' % setup.describe)
+            # Soft placement: without the named devices the columns run where they can.
+            setup = setup._replace(config=alexnet.session_config(args.model_parallel))
+        if setup.replicas > 1:
+            print('data parallel: %s; each replica takes %s of the %d images of a step'
+                  % (setup.describe, '%d or %d' % (args.batch_size // setup.replicas,
+                                                   -(-args.batch_size // setup.replicas))
+                     if args.batch_size % setup.replicas else
+                     '%d' % (args.batch_size // setup.replicas), args.batch_size))
+            if args.batch_size < setup.replicas:
+                raise RunError('--batch-size %d is smaller than the %d replicas: give each at '
+                               'least one image' % (args.batch_size, setup.replicas))
         trainer = Trainer(train, val, len(names), recipe, args.train_layers, skip_layer,
                           args.weights, args.seed, cache_from, args.cache_views,
-                          os.path.join(cache_root, '.decoded-cache') if args.cache_decoded
-                          else None, devices=args.model_parallel)
-        with tf.Session(config=alexnet.session_config(args.model_parallel)) as session:
-            train_writer = tf.summary.FileWriter(os.path.join(run_dir, run_folder.TRAIN_LOGS),
-                                                 session.graph)
-            val_writer = tf.summary.FileWriter(os.path.join(run_dir, run_folder.VALIDATION_LOGS))
-            start_weights(session, trainer, checkpoint, args.weights)
+                          os.path.join(cache_root, '.decoded-cache' + cache_suffix)
+                          if args.cache_decoded else None, setup=setup,
+                          devices=args.model_parallel)
+        with distribution.session(setup) as session:
+            if writes:
+                train_writer = tf.summary.FileWriter(
+                    os.path.join(run_dir, run_folder.TRAIN_LOGS), session.graph)
+                val_writer = tf.summary.FileWriter(
+                    os.path.join(run_dir, run_folder.VALIDATION_LOGS))
+            else:
+                train_writer = val_writer = None
+            start_weights(session, trainer, checkpoint, args.weights,
+                          args.learning_rate if args.learning_rate_given else None)
             session.graph.finalize()
-            check_disk_space(trainer, run_dir, args.keep_checkpoints)
+            if writes:
+                check_disk_space(trainer, run_dir, args.keep_checkpoints)
             if trainer.cache:
-                cache = prepare_cache(session, trainer, os.path.join(cache_root, '.feature-cache'),
+                cache = prepare_cache(session, trainer,
+                                      os.path.join(cache_root, '.feature-cache' + cache_suffix),
                                       progress)
-                run_folder.update_settings(run_dir, feature_cache=cache)
+                if writes:
+                    run_folder.update_settings(run_dir, feature_cache=cache)
             started_training.append(True)
             code = train_loop(session, trainer, run_dir, start_epoch, args.epochs,
                               len(train), args, train_writer, val_writer, progress)
-            train_writer.close()
-            val_writer.close()
-            if code == command_line.EXIT_OK:
-                finish(session, trainer, run_dir, names, args.weights)
+            if setup.target:
+                # Workers that trained in step hold the same bits: compare these lines.
+                print('worker %d: trained weights digest %s'
+                      % (worker or 0, weights_digest(session, trainer)))
+            if writes:
+                train_writer.close()
+                val_writer.close()
+                if code == command_line.EXIT_OK:
+                    finish(session, trainer, run_dir, names, args.weights)
     return code
 
 
-def start_weights(session, trainer, checkpoint, weights):
+def start_weights(session, trainer, checkpoint, weights, learning_rate=None):
     """The run's starting point: the checkpoint of a resumed run (every variable, the
-    momentum too), else the pretrained layers from `weights`, else the initial values."""
+    momentum and the learning-rate schedule too), else the pretrained layers from
+    `weights`, else the initial values. learning_rate: None, or a rate given with
+    --resume, which replaces the one the run had reached (e.g. a tenth of it after
+    the loss diverged)."""
     session.run(trainer.init)
-    if checkpoint:
+    if not checkpoint:
+        if weights != inference.RANDOM_WEIGHTS:
+            trainer.model.load_initial_weights(session)
+        return
+    stored = {name for name, _ in tf.train.list_variables(checkpoint)}
+    missing = [v for v in tf.global_variables() if v.op.name not in stored]
+    if missing and all(v.op.name.startswith('epoch_state/') for v in missing):
+        # A run from before the schedule was kept: its rate was --learning-rate.
+        tf.train.Saver([v for v in tf.global_variables() if v.op.name in stored]).restore(
+            session, checkpoint)
+        print('note: %s has no learning-rate schedule (an older run); going on at %g'
+              % (display_path(checkpoint), trainer.read_schedule(session).learning_rate))
+    else:
         trainer.saver.restore(session, checkpoint)
-        print('resumed from %s (epoch %d, step %d)'
-              % (display_path(checkpoint), session.run(trainer.epoch),
-                 session.run(trainer.global_step)))
-    elif weights != inference.RANDOM_WEIGHTS:
-        trainer.model.load_initial_weights(session)
+    print('resumed from %s (epoch %d, step %d)'
+          % (display_path(checkpoint), session.run(trainer.epoch),
+             session.run(trainer.global_step)))
+    if learning_rate is not None:
+        schedule = trainer.read_schedule(session)
+        if not np.isclose(schedule.learning_rate, learning_rate, rtol=1e-6):
+            print('note: learning rate %g from now on (--learning-rate; the run was at %g)'
+                  % (learning_rate, schedule.learning_rate))
+            trainer.write_schedule(session, schedule._replace(learning_rate=learning_rate))
 
 
 def describe_run(args, run_dir, train, val, names, skip_layer):
@@ -707,8 +1024,12 @@ def prepare_cache(session, trainer, cache_root, progress):
 
 def train_loop(session, trainer, run_dir, start_epoch, epochs, train_count, args,
                train_writer, val_writer, progress):
+    """The epochs from start_epoch on. Without train_writer (a worker that does not
+    write the run folder) it trains and validates in step with the one that writes."""
+    writes = train_writer is not None
     checkpoints = os.path.join(run_dir, run_folder.CHECKPOINTS_DIR)
     best = run_folder.best_accuracy(run_dir)
+    rule = PlateauRule(args.lr_patience, args.lr_min_gain, args.lr_drops, 10.0)
     # An epoch interrupted mid-way goes on from its saved sums.
     sums = EpochSums(*session.run(list(trainer.state.values())))
     for epoch in range(start_epoch, epochs):
@@ -723,6 +1044,8 @@ def train_loop(session, trainer, run_dir, start_epoch, epochs, train_count, args
             sums = train_epoch(session, trainer, handle, steps, args.keep_prob, args.seed, sums,
                                train_writer, args.summary_every, progress)
         except Interrupted as stop:
+            if not writes:
+                return command_line.EXIT_INTERRUPTED
             session.run(trainer.set_state, {trainer.state_values[name]: value for name, value
                                             in zip(trainer.state, stop.sums)})
             path = save_checkpoint(session, trainer.saver, checkpoints,
@@ -732,11 +1055,12 @@ def train_loop(session, trainer, run_dir, start_epoch, epochs, train_count, args
                       'finetune.py', '--resume', '--run', run_dir)), file=sys.stderr)
             return command_line.EXIT_INTERRUPTED
         except FloatingPointError as err:
+            rate = trainer.read_schedule(session).learning_rate
             print('error: the loss became %s in epoch %d; lower --learning-rate (now %g) and '
                   'resume from the last good checkpoint with: %s'
-                  % (err, epoch + 1, args.learning_rate, command_line.python_command(
+                  % (err, epoch + 1, rate, command_line.python_command(
                       'finetune.py', '--resume', '--run', run_dir, '--learning-rate',
-                      '%g' % (args.learning_rate / 10))), file=sys.stderr)
+                      '%g' % (rate / 10))), file=sys.stderr)
             return command_line.EXIT_DIVERGED
         except tf.errors.ResourceExhaustedError:
             raise RunError('out of memory at --batch-size %d; use a smaller one, then '
@@ -754,13 +1078,22 @@ def train_loop(session, trainer, run_dir, start_epoch, epochs, train_count, args
         val_loss, val_accuracy = (validate(session, trainer) if trainer.val_iterator
                                   else (None, None))
         step = session.run(trainer.global_step)
-        # The epoch's means at its last step: train and validation points line up.
-        write_scalars(train_writer, step, {'loss': train_loss, 'accuracy': train_accuracy})
-        if val_loss is not None:
-            write_scalars(val_writer, step, {'loss': val_loss, 'accuracy': val_accuracy})
+        schedule = trainer.read_schedule(session)
+        decision = ''
+        if val_accuracy is not None:
+            # The rate of the next epoch; saved with the checkpoint below.
+            after, decision = next_learning_rate(schedule, 1.0 - val_accuracy, rule)
+            trainer.write_schedule(session, after)
         sums = EpochSums(0, 0, 0.0, 0)
         session.run(trainer.set_state, {value: 0 for value in trainer.state_values.values()})
         session.run(trainer.next_epoch)
+        if not writes:
+            continue
+        # The epoch's means at its last step: train and validation points line up.
+        write_scalars(train_writer, step, {'loss': train_loss, 'accuracy': train_accuracy,
+                                           'epoch/learning_rate': schedule.learning_rate})
+        if val_loss is not None:
+            write_scalars(val_writer, step, {'loss': val_loss, 'accuracy': val_accuracy})
         save_checkpoint(session, trainer.saver, checkpoints, step, keep=args.keep_checkpoints)
         if val_accuracy is not None and val_accuracy > best:
             best = val_accuracy
@@ -768,13 +1101,15 @@ def train_loop(session, trainer, run_dir, start_epoch, epochs, train_count, args
                             os.path.join(run_dir, run_folder.BEST_DIR), step, keep=1)
         row = {'epoch': epoch + 1, 'step': step, 'train_loss': train_loss,
                'train_accuracy': train_accuracy, 'val_loss': val_loss,
-               'val_accuracy': val_accuracy, 'learning_rate': args.learning_rate,
-               'seconds': round(time.time() - started, 2)}
+               'val_accuracy': val_accuracy,
+               'learning_rate': float('%.6g' % schedule.learning_rate),
+               'seconds': round(time.time() - started, 2), 'schedule': decision}
         run_folder.append_metrics(run_dir, row)
-        print('epoch %d/%d: train loss %.4f acc %.3f%s (%.1fs)'
+        print('epoch %d/%d: train loss %.4f acc %.3f%s (%.1fs)%s'
               % (epoch + 1, epochs, train_loss, train_accuracy,
                  '' if val_loss is None else ', validation loss %.4f acc %.3f'
-                 % (val_loss, val_accuracy), row['seconds']))
+                 % (val_loss, val_accuracy), row['seconds'],
+                 '; learning rate ' + decision if decision.startswith('divided') else ''))
     return command_line.EXIT_OK
 
 

@@ -6,7 +6,8 @@
       split.json           the training/validation split, reused on --resume
       class_names.txt      one name per class, in label order
       bad_files.txt        photos that did not decode, with the reason
-      metrics.csv          one row per epoch: loss, accuracy, learning rate, seconds
+      metrics.csv          one row per epoch: loss, accuracy, learning rate, seconds, and
+                           what the learning-rate schedule decided
       curves.png           the training curves
       train/, validation/  TensorBoard logs
       checkpoints/         model.ckpt-<step>.* after every epoch (momentum too), for --resume
@@ -51,7 +52,7 @@ TRAIN_LOGS = 'train'
 VALIDATION_LOGS = 'validation'
 CHECKPOINT_NAME = 'model.ckpt'          # checkpoints are model.ckpt-<global step>
 METRICS_COLUMNS = ('epoch', 'step', 'train_loss', 'train_accuracy', 'val_loss',
-                   'val_accuracy', 'learning_rate', 'seconds')
+                   'val_accuracy', 'learning_rate', 'seconds', 'schedule')
 CURVE_COLUMNS = ('epoch', 'train_loss', 'train_accuracy', 'val_loss', 'val_accuracy')
 
 RANDOM_START = 'none'                   # run.json's weights of a run from random weights
@@ -88,8 +89,13 @@ def append_metrics(folder, row):
     """Appends one epoch's row (a dict with METRICS_COLUMNS) to metrics.csv."""
     path = os.path.join(folder, METRICS_FILE)
     new = not os.path.exists(path)
+    columns = METRICS_COLUMNS
+    if not new:
+        # A run resumed from an older version goes on with the columns its file has.
+        with open(path, newline='', encoding='utf-8', errors='replace') as f:
+            columns = next(csv.reader(f), None) or METRICS_COLUMNS
     with open(path, 'a', newline='', encoding='utf-8') as f:
-        writer = csv.DictWriter(f, METRICS_COLUMNS)
+        writer = csv.DictWriter(f, columns, extrasaction='ignore')
         if new:
             writer.writeheader()
         writer.writerow(row)

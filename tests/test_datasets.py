@@ -288,3 +288,38 @@ def test_report_shows_odd_names_readably(capsys):
     datasets.report_skipped([(os.fsdecode(b'/d/caf\xe9.jpg'), 'truncated')] * 12, shown=2)
     out = capsys.readouterr().out
     assert out.splitlines() == ['  /d/caf\\xe9.jpg: truncated'] * 2 + ['  ... and 10 more']
+
+
+# --- ILSVRC-2012's train/: a folder per WordNet id -----------------------------------
+
+def imagenet_train(root, indices, per_class=2):
+    """Folders of the given bvlc_alexnet classes, named by their WordNet ids."""
+    import class_names
+    wnids = class_names.imagenet_wnids()
+    for index in indices:
+        for i in range(per_class):
+            save(os.path.join(str(root), wnids[index], 'ILSVRC_%d_%d.JPEG' % (index, i)),
+                 photo(48, 64, seed=index * 10 + i))
+    return str(root)
+
+
+def test_imagenet_folders_take_bvlc_alexnets_class_indices(tmp_path):
+    import class_names
+    found = datasets.find_imagenet(imagenet_train(tmp_path / 'train', (999, 5, 300)))
+    assert found.class_names == class_names.imagenet_class_names()
+    labels = {os.path.basename(os.path.dirname(path)): label for path, label in found.items}
+    wnids = class_names.imagenet_wnids()
+    assert labels == {wnids[5]: 5, wnids[300]: 300, wnids[999]: 999}
+    assert len(found.items) == 6
+
+
+@pytest.mark.parametrize('folder, message', [
+    ('n99999999', 'n99999999 is not one of the 1000 ILSVRC-2012 classes'),
+    ('cats', 'cats is not one of the 1000 ILSVRC-2012 classes'),
+])
+def test_a_folder_outside_the_1000_classes_is_named(tmp_path, folder, message):
+    root = imagenet_train(tmp_path / 'train', (0, 1))
+    save(os.path.join(root, folder, 'a.jpg'), photo(48, 64))
+    with pytest.raises(datasets.DatasetError, match=message) as caught:
+        datasets.find_imagenet(root)
+    assert 'move it out of' in str(caught.value)

@@ -1,5 +1,6 @@
 """finetune.py: the graph's loss and updates against NumPy, then main() on generated photos."""
 import csv
+import json
 import glob
 import os
 import shutil
@@ -188,6 +189,14 @@ def test_a_resumed_run_starts_from_its_checkpoint_not_the_pretrained_file(tmp_pa
     (['--val-fraction', '1'], '--val-fraction must be in [0, 1)'),
     (['--train-layers', 'fc6,fc9'], 'unknown layer fc9'),
     (['--cache-views', '0'], "'ten-crops' or a positive number"),
+    (['--devices', '0'], 'must be at least 1'),
+    (['--lr-drops', '-1'], '--lr-drops must be at least 0'),
+    (['--lr-min-gain', 'nan'], '--lr-min-gain must be in [0, 1)'),
+    (['--lr-drops', '3', '--val-fraction', '0'], '--lr-drops 3 needs a validation error'),
+    (['--val-images', 'val'], '--val-images and --val-labels go together'),
+    (['--val-images', 'val', '--val-labels', 'val.txt'], 'add --classes imagenet'),
+    (['--recipe', 'paper', '--val-fraction', '0'], '--lr-drops 3 needs a validation error'),
+    (['--model-parallel', '/gpu:0,/gpu:1', '--devices', '2'], 'go separately'),
 ])
 def test_bad_arguments_are_one_line_and_status_2(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -195,6 +204,39 @@ def test_bad_arguments_are_one_line_and_status_2(argv, message, capsys):
     assert exit_info.value.code == command_line.EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert message in err and err.count('\n') == 1 and 'usage' not in err
+
+
+def test_the_paper_recipe_sets_its_defaults_and_flags_still_win():
+    args = finetune.parse_args(['--recipe', 'paper'])
+    assert (args.weights, args.epochs, args.lr_drops, args.classes) == ('none', 90, 3, 'imagenet')
+    assert args.train_layers == list(alexnet.LAYER_NAMES)
+    assert (args.learning_rate, args.momentum, args.weight_decay, args.keep_prob,
+            args.batch_size) == (0.01, 0.9, 0.0005, 0.5, 128)
+    assert finetune.parse_args(['--recipe', 'paper', '--epochs', '5']).epochs == 5
+    default = finetune.parse_args([])
+    assert default.lr_drops == 0 and not default.learning_rate_given
+    assert finetune.parse_args(['--learning-rate', '0.01']).learning_rate_given
+
+
+def test_the_schedule_divides_after_patience_epochs_without_gain_at_most_max_drops_times():
+    rule = finetune.PlateauRule(patience=2, min_gain=0.01, max_drops=2, factor=10.0)
+    state = finetune.ScheduleState(0.01, float('inf'), 0, 0)
+    errors = [0.90, 0.80, 0.795, 0.792, 0.70, 0.70, 0.695, 0.70, 0.70, 0.60]
+    rates, decisions, bests = [], [], []
+    for error in errors:
+        state, decision = finetune.next_learning_rate(state, error, rule)
+        rates.append(state.learning_rate)
+        decisions.append(decision.split(':')[0].split(' (')[0])
+        bests.append(state.best_error)
+    # The rate for the next epoch, decided after each one.
+    np.testing.assert_allclose(rates, [0.01] * 3 + [0.001] * 3 + [0.0001] * 4)
+    assert decisions == ['improved', 'improved', 'no gain of 0.01 for 1 of 2 epochs',
+                         'divided by 10 to 0.001', 'improved', 'no gain of 0.01 for 1 of 2 epochs',
+                         'divided by 10 to 0.0001', 'no gain; rate kept',
+                         'no gain; rate kept', 'improved']
+    # A gain smaller than min_gain does not move the best: 0.795 and 0.792 wait for 0.79.
+    assert bests == [0.90, 0.80, 0.80, 0.80, 0.70, 0.70, 0.70, 0.70, 0.70, 0.60]
+    assert state.drops == 2 and state.epochs_without_gain == 0
 
 
 def test_train_layers_all_and_the_default_without_pretraining():
@@ -498,3 +540,63 @@ def test_cache_decoded_photos(dataset, tmp_path):
     cached = glob.glob(str(tmp_path / '.decoded-cache' / '*.index'))
     assert len(cached) == 2                          # the training and the validation photos
     assert [int(r['step']) for r in metrics(tmp_path / 'run')] == [2, 4]
+
+
+@pytest.mark.slow
+def test_the_paper_recipe_on_an_imagenet_layout_with_its_schedule(tmp_path, capsys):
+    """ILSVRC-2012's folders (3 of the 1000 wnids) and a validation folder with its
+    ground truth: labels in bvlc_alexnet's order, the rate divided by the rule, the
+    schedule kept in the checkpoint and continued by --resume."""
+    import class_names
+    from test_datasets import imagenet_train
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    classes = (999, 5, 300)
+    train = imagenet_train(tmp_path / 'train', classes, per_class=2)
+    val = imagenet_train(tmp_path / 'val_folders', classes, per_class=1)
+    wnids = class_names.imagenet_wnids()
+    os.makedirs(str(tmp_path / 'val'))
+    with open(str(tmp_path / 'val.txt'), 'w') as f:
+        for index in classes:        # "FILE WNID" lines, as evaluate.py reads them
+            name = 'ILSVRC_%d_0.JPEG' % index
+            shutil.move(os.path.join(val, wnids[index], name), str(tmp_path / 'val' / name))
+            f.write('%s %s\n' % (name, wnids[index]))
+    run_dir = tmp_path / 'run'
+    options = ['--recipe', 'paper', '--data', train, '--val-images', str(tmp_path / 'val'),
+               '--val-labels', str(tmp_path / 'val.txt'), '--run', str(run_dir),
+               '--train-layers', 'fc8', '--batch-size', '4', '--max-steps', '1',
+               '--lr-patience', '1', '--lr-min-gain', '0.5', '--lr-drops', '2',
+               '--no-progress', '--keep-checkpoints', '1', '--summary-every', '100']
+    assert finetune.main(options + ['--epochs', '3']) == 0
+    out = capsys.readouterr().out
+    assert '997 of the 1000 ILSVRC-2012 classes have no folder of images' in out
+    assert '6 training and 3 validation images' in out
+    assert 'learning rate divided by 10 to 0.001' in out
+    split = json.load(open(str(run_dir / 'split.json')))
+    labels = {os.path.basename(os.path.dirname(path)): label for path, label in split['train']}
+    assert labels == {wnids[i]: i for i in classes}
+    assert sorted(label for _, label in split['val']) == sorted(classes)
+    assert run_folder.read_class_names(str(run_dir)) == class_names.imagenet_class_names()
+    assert weight_files.load_weights(str(run_dir / 'weights.npz'))['fc8'][0].shape == (4096, 1000)
+    # No validation error falls by 0.5: after epoch 1 (the first always improves) every
+    # epoch divides, twice at most.
+    rows = metrics(run_dir)
+    assert [float(r['learning_rate']) for r in rows] == [0.01, 0.01, 0.001]
+    assert [r['schedule'].split(':')[0] for r in rows] == [
+        'improved', 'divided by 10 to 0.001', 'divided by 10 to 0.0001']
+    checkpoint = run_folder.checkpoint_of(str(run_dir))
+    assert tf.train.load_variable(checkpoint, 'epoch_state/learning_rate') == \
+        pytest.approx(1e-4, rel=1e-6)
+    assert tf.train.load_variable(checkpoint, 'epoch_state/drops') == 2
+    # --resume goes on at 0.0001 with no division left; a rate given replaces it.
+    assert finetune.main(options + ['--epochs', '4', '--resume']) == 0
+    assert finetune.main(options + ['--epochs', '5', '--resume', '--learning-rate', '0.05']) == 0
+    assert 'learning rate 0.05 from now on (--learning-rate; the run was at 0.0001)' in \
+        capsys.readouterr().out
+    rows = metrics(run_dir)
+    np.testing.assert_allclose([float(r['learning_rate']) for r in rows],
+                               [0.01, 0.01, 0.001, 0.0001, 0.05])
+    assert rows[3]['schedule'] == 'no gain; rate kept (all 2 divisions made)'
+    train_logs = EventAccumulator(str(run_dir / 'train'))
+    train_logs.Reload()
+    np.testing.assert_allclose([s.value for s in train_logs.Scalars('epoch/learning_rate')],
+                               [0.01, 0.01, 0.001, 0.0001, 0.05], rtol=1e-6)

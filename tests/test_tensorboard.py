@@ -72,7 +72,7 @@ def logs(module_dir):
     log_dir = module_dir / 'logs'
     assert finetune.main(['--data', str(module_dir / 'data'), '--run', str(log_dir / RUN),
                           '--weights', 'none', '--train-layers', 'fc8', '--epochs', '2',
-                          '--batch-size', '4', '--val-fraction', '0.25',
+                          '--batch-size', '4', '--val-fraction', '0.25', '--learning-rate', '0.02',
                           '--keep-checkpoints', '1', '--no-progress']) == 0
     assert alexnet.main(['--graph-dir', str(log_dir / MODEL)]) == 0
     return log_dir
@@ -189,9 +189,13 @@ def test_the_runs_are_train_validation_and_the_model_graph(server):
 
 def test_each_epoch_has_a_train_and_a_validation_point_at_its_last_step(server, logs):
     assert tags(server, 'scalars') == {
-        TRAIN: ['accuracy', 'batch/accuracy', 'batch/loss', 'learning_rate', 'loss'],
+        TRAIN: ['accuracy', 'batch/accuracy', 'batch/loss', 'epoch/learning_rate',
+                'learning_rate', 'loss'],
         VALIDATION: ['accuracy', 'loss']}
     table = run_folder.read_metrics(str(logs / RUN))   # metrics.csv, beside the event files
+    rates = scalars(server, TRAIN, 'epoch/learning_rate')
+    assert sorted(rates) == EPOCH_ENDS
+    assert [rates[s] for s in EPOCH_ENDS] == pytest.approx([0.02] * len(EPOCH_ENDS), rel=1e-6)
     for tag in ('loss', 'accuracy'):
         train, validation = scalars(server, TRAIN, tag), scalars(server, VALIDATION, tag)
         # The same x values: TensorBoard draws the two lines over each other.
@@ -203,7 +207,7 @@ def test_each_epoch_has_a_train_and_a_validation_point_at_its_last_step(server, 
     assert sorted(scalars(server, TRAIN, 'batch/loss')) == SUMMARY_STEPS
     learning_rate = scalars(server, TRAIN, 'learning_rate')
     assert sorted(learning_rate) == SUMMARY_STEPS
-    assert set(np.float32(list(learning_rate.values()))) == {np.float32(0.01)}
+    assert set(np.float32(list(learning_rate.values()))) == {np.float32(0.02)}
 
 
 def test_the_input_images_are_the_photos_as_a_person_sees_them(server):
