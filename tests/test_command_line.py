@@ -48,8 +48,10 @@ def test_one_line_of_a_long_message():
     assert command_line.one_line(ValueError('')) == 'ValueError'
 
 
-def test_printed_hints_run_as_printed_without_an_activated_environment(tmp_path):
-    """The hint names this interpreter, so a plain shell (no venv on PATH) can run it."""
+def test_printed_hints_run_as_printed_without_an_activated_environment(tmp_path, monkeypatch):
+    """The hint names this interpreter, so a plain shell (no venv on PATH) can run it
+    (the hint is made under that shell's PATH, as when the venv is not activated)."""
+    monkeypatch.setenv('PATH', '/usr/bin:/bin')
     hint = command_line.python_command('alexnet.py', '--num-classes', '3')
     assert hint.endswith('alexnet.py --num-classes 3')
     env = {'PATH': '/usr/bin:/bin', 'HOME': str(tmp_path), 'TF_CPP_MIN_LOG_LEVEL': '3'}
@@ -59,7 +61,8 @@ def test_printed_hints_run_as_printed_without_an_activated_environment(tmp_path)
     assert 'AlexNet (bvlc_alexnet), 3 classes' in result.stdout
 
 
-def test_tensorboard_hint_names_the_installed_tensorboard(tmp_path):
+def test_tensorboard_hint_names_the_installed_tensorboard(tmp_path, monkeypatch):
+    monkeypatch.setenv('PATH', '/usr/bin:/bin')      # as when the venv is not activated
     hint = command_line.tensorboard_command('logs dir')
     assert hint.endswith("--logdir 'logs dir'")
     program = hint[:-len(" --logdir 'logs dir'")]

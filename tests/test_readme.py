@@ -15,6 +15,8 @@ import os
 import re
 import shlex
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOP_LINES = 10      # "at the top": within the first lines of the file
 
@@ -55,10 +57,10 @@ def _command_lines(body):
     return re.sub(r'\\\n[ \t]*', ' ', body).splitlines()
 
 
-def _chinese_commands(inline=False):
-    """[(line, tokens)] of every project-script command in the Chinese code blocks
-    (and with inline=True, in its inline code too)."""
-    text = _read('README.zh-CN.md')
+def _project_commands(name, inline=False):
+    """[(line, tokens)] of every project-script command in the code blocks of README
+    `name` (and with inline=True, in its inline code too)."""
+    text = _read(name)
     lines = [line for _, body in _code_blocks(text) for line in _command_lines(body)]
     if inline:
         lines += INLINE_CODE.findall(FENCE.sub('', text))
@@ -69,10 +71,14 @@ def _chinese_commands(inline=False):
         try:
             tokens = _tokens(line)
         except ValueError as e:   # an unclosed quote: a broken command
-            raise AssertionError('README.zh-CN.md: cannot parse {!r}: {}'.format(line, e))
+            raise AssertionError('{}: cannot parse {!r}: {}'.format(name, line, e))
         if _runs_project_script(tokens):
             commands.append((line.strip(), tokens))
     return commands
+
+
+def _chinese_commands(inline=False):
+    return _project_commands('README.zh-CN.md', inline)
 
 
 def _english_commands():
@@ -153,8 +159,10 @@ def test_output_blocks_of_the_chinese_handout_are_the_english_ones_verbatim():
         changed)
 
 
-def test_every_command_of_the_chinese_handout_parses_with_its_script(capsys):
-    commands = _chinese_commands(inline=True)
+@pytest.mark.parametrize('name', ['README.md', 'README.zh-CN.md'])
+def test_every_command_of_the_readmes_parses_with_its_script(name, capsys):
+    commands = _project_commands(name, inline=True)
+    assert len(commands) >= 20, 'found only {} commands in {}'.format(len(commands), name)
     failures = []
     for line, tokens in commands:
         for script, args in _script_calls(tokens):
