@@ -20,8 +20,8 @@ import distribution
 import finetune
 import run_folder
 import weight_files
-from conftest import exit_error, random_layers
-from test_finetune import make_images
+from conftest import exit_error
+from test_finetune import make_images, pretrained  # noqa: F401 (a fixture: stand-in weights)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -96,17 +96,6 @@ def test_a_cluster_run_needs_a_run_folder(monkeypatch, tmp_path):
 
 # --- The training graph on two devices ------------------------------------------------
 
-@pytest.fixture(scope='module')
-def stand_in(module_dir):
-    """Pretrained stand-in weights (test_finetune's): fc8 at zero, activations O(1)."""
-    layers = random_layers(num_classes=2, seed=3)
-    layers['conv1'] = (layers['conv1'][0] / 100, layers['conv1'][1])
-    layers['fc8'] = (np.zeros_like(layers['fc8'][0]), np.zeros(2, np.float32))
-    path = str(module_dir / 'pretrained.npz')
-    weight_files.save_npz(path, layers)
-    return path
-
-
 # Two devices add the replicas' shares of the loss and gradients in another order than
 # one device sums the whole batch (float32 rounding, about 1e-7 relative per addition);
 # a few steps of SGD carry that to about 1e-6. The dropout masks, crops and order are the
@@ -134,17 +123,17 @@ def two_steps(items, weights, devices):
             return losses, trainer.model.read_weights(session)
 
 
-def test_a_step_on_two_devices_is_a_step_on_one(tmp_path, stand_in):
+def test_a_step_on_two_devices_is_a_step_on_one(tmp_path, pretrained):
     """The replicas' shares add up to one device's step: the same losses and updates
     (see TOLERANCE), and the frozen layers keep their bits on every device."""
     data = make_images(str(tmp_path / 'data'), per_class=3)
     items = [(os.path.join(data, name, '%d.jpg' % i), label)
              for label, name in enumerate(('cat', 'dog')) for i in range(3)]
-    one_losses, one = two_steps(items, stand_in, 1)
-    two_losses, two = two_steps(items, stand_in, 2)
+    one_losses, one = two_steps(items, pretrained, 1)
+    two_losses, two = two_steps(items, pretrained, 2)
     np.testing.assert_allclose(two_losses, one_losses, **TOLERANCE)
     assert one_losses[1] != pytest.approx(one_losses[0], rel=1e-3)     # the first step moved
-    before = weight_files.load_weights(stand_in)
+    before = weight_files.load_weights(pretrained)
     for layer in one:
         for part in (0, 1):
             np.testing.assert_allclose(two[layer][part], one[layer][part], err_msg=layer,
@@ -174,11 +163,11 @@ def checkpoint_variables(run_dir):
 
 
 @pytest.mark.slow
-def test_two_devices_train_as_one_and_resume(tmp_path, stand_in):
+def test_two_devices_train_as_one_and_resume(tmp_path, pretrained):
     """Batch 5 on 2 replicas (2 + 3 rows; the epoch's last batch 1 + 2), dropout on:
     the loss curve and weights of one device, the same checkpoint, and a resume."""
     data = make_images(str(tmp_path / 'data'))
-    options = ('--weights', stand_in, '--train-layers', 'fc7,fc8', '--batch-size', '5')
+    options = ('--weights', pretrained, '--train-layers', 'fc7,fc8', '--batch-size', '5')
     assert train(data, tmp_path / 'one', '--epochs', '2', *options) == 0
     assert train(data, tmp_path / 'two', '--epochs', '2', '--devices', '2', *options) == 0
     one, two = metrics(tmp_path / 'one'), metrics(tmp_path / 'two')
@@ -205,9 +194,9 @@ def test_two_devices_train_as_one_and_resume(tmp_path, stand_in):
 
 
 @pytest.mark.slow
-def test_cached_features_on_two_devices(tmp_path, stand_in, capsys):
+def test_cached_features_on_two_devices(tmp_path, pretrained, capsys):
     data = make_images(str(tmp_path / 'data'))
-    options = ('--weights', stand_in, '--train-layers', 'fc7,fc8', '--batch-size', '4',
+    options = ('--weights', pretrained, '--train-layers', 'fc7,fc8', '--batch-size', '4',
                '--cache-features', '--cache-views', '2')
     assert train(data, tmp_path / 'one', '--epochs', '2', *options) == 0
     assert train(data, tmp_path / 'two', '--epochs', '2', '--devices', '2', *options) == 0
@@ -230,13 +219,13 @@ def free_ports(count):
 
 
 @pytest.mark.slow
-def test_two_worker_processes_train_one_model(tmp_path, stand_in):
+def test_two_worker_processes_train_one_model(tmp_path, pretrained):
     """Two processes, TF_CONFIG each, all-reduce over gRPC on 127.0.0.1: the same weights
     in both, the chief's run folder only, and the curve of two devices in one process."""
     data = make_images(str(tmp_path / 'data'))
     run_dir = tmp_path / 'cluster'
     options = ['--data', data, '--run', str(run_dir), '--val-fraction', '0.25',
-               '--no-progress', '--keep-checkpoints', '1', '--weights', stand_in,
+               '--no-progress', '--keep-checkpoints', '1', '--weights', pretrained,
                '--train-layers', 'fc8', '--batch-size', '4', '--epochs', '2']
     ports = free_ports(2)
     workers = []
@@ -267,7 +256,7 @@ def test_two_worker_processes_train_one_model(tmp_path, stand_in):
     assert sorted(os.listdir(str(tmp_path))) == ['.scan-cache', 'cluster', 'data',
                                                  'worker0.log', 'worker1.log']
     # Together they trained what two replicas in one process train.
-    assert train(data, tmp_path / 'local', '--weights', stand_in, '--train-layers', 'fc8',
+    assert train(data, tmp_path / 'local', '--weights', pretrained, '--train-layers', 'fc8',
                  '--batch-size', '4', '--epochs', '2', '--devices', '2') == 0
     np.testing.assert_allclose([float(r['train_loss']) for r in metrics(run_dir)],
                                [float(r['train_loss']) for r in metrics(tmp_path / 'local')],
