@@ -594,7 +594,7 @@ def format_laptop(epochs):
                                                  epochs['views'], epochs.get('epochs', '?'),
                                                  epochs['batch']),
              '  trained  scan+setup s  cache build s  s/epoch  total min  val acc  peak RSS MB']
-    for name, _ in HEAD_CONFIGS:
+    for name in epochs['heads']:
         row = epochs['cached:' + name]
         epochs_seconds = row['epoch_seconds_sum']
         setup = row['total_seconds'] - epochs_seconds - (row['cache_seconds'] or 0)
@@ -611,14 +611,14 @@ def format_report(results):
     if 'compute' in results:
         lines = format_measurements(results)
     epochs = results.get('epochs')
-    if epochs and 'naive:fc6-fc8' not in epochs:
+    if epochs and not any(key.startswith('naive:') for key in epochs):
         return '\n'.join(lines + format_laptop(epochs))
     if epochs:
         lines += ['', 'finetune.py epochs on %d generated photos (%d train), %s views cached, '
                   'batch %d' % (epochs['images'], epochs['train_images'], epochs['views'],
                                 epochs['batch']),
                   '  trained  mode     s/epoch  speed-up  cache build s  val acc  peak RSS MB']
-        for name, _ in HEAD_CONFIGS:
+        for name in epochs['heads']:
             naive_row = epochs['naive:' + name]
             for mode in ('naive', 'cached'):
                 row = epochs[mode + ':' + name]
@@ -650,6 +650,9 @@ def parse_args(argv=None):
                              'end to end (scan, cache, epochs) as finetune.py runs by default on '
                              'this machine: --epoch-images 25000, --epochs 10, --epoch-views auto '
                              'unless given')
+    parser.add_argument('--heads', nargs='+', choices=[name for name, _ in HEAD_CONFIGS],
+                        default=[name for name, _ in HEAD_CONFIGS],
+                        help='the trained heads of the finetune.py runs (default: both)')
     parser.add_argument('--compare-lrn', action='store_true',
                         help="also time the largest batch's forward pass with TensorFlow's "
                              'LRN op in place of alexnet.lrn, runs alternating')
@@ -729,8 +732,8 @@ def run_epochs(args, settings):
         train, _ = datasets.split_dataset(found.items, 0.1, 0)
         epochs = {'images': args.epoch_images, 'train_images': len(train),
                   'views': args.epoch_views, 'batch': batch, 'weights': weights,
-                  'epochs': args.epochs}
-        for name, _ in HEAD_CONFIGS:
+                  'epochs': args.epochs, 'heads': args.heads}
+        for name in args.heads:
             for mode in ('cached',) if args.laptop else ('naive', 'cached'):
                 print('measuring finetune.py epochs, %s %s ...' % (mode, name), flush=True)
                 epochs[mode + ':' + name] = run_part('epoch:%s:%s' % (mode, name),

@@ -159,6 +159,20 @@ def test_any_batch_size_and_inference_without_feeding_keep_prob(graph, batch):
     assert not np.array_equal(dropped, kept)        # feeding 0.5 turns dropout on
 
 
+def test_initial_values_are_section_5s(graph):
+    """Weights from N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6 and fc7, 0 elsewhere
+    (the paper's section 5, written out here)."""
+    ones = {'conv2', 'conv4', 'conv5', 'fc6', 'fc7'}
+    model = build(num_classes=10)
+    with tf.Session() as session:
+        session.run(tf.global_variables_initializer())
+        values = model.read_weights(session)
+    for layer in alexnet.LAYER_NAMES:
+        weights, biases = values[layer]
+        np.testing.assert_array_equal(biases, np.full_like(biases, layer in ones), layer)
+        assert abs(weights.mean()) < 0.002 and 0.0095 < weights.std() < 0.0105, layer
+
+
 def test_shapes_of_every_layer(graph):
     model = build()
     shapes = {name: getattr(model, name).shape.as_list()[1:] for name in

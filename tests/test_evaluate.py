@@ -9,6 +9,8 @@ from PIL import Image
 import datasets
 import evaluate
 import validate_alexnet_on_imagenet as validate
+import weight_files
+from conftest import random_layers
 
 
 @pytest.fixture(scope='module')
@@ -114,6 +116,18 @@ def test_main_on_imagenet_layout_prints_errors_beside_the_paper(weights_npz, val
     wrong = sum(r['top'][0]['index'] != label for r, (_, label) in zip(results, items))
     line = [l for l in report.splitlines() if 'this model, center crop' in l][0]
     assert line.split()[4] == '%.1f%%' % (100.0 * wrong / len(items))
+
+
+def test_evaluate_reports_the_top_1_and_top_5_errors(val_folder, tmp_path):
+    """Labels placed at chosen ranks of the classifier's own answers: two at the fifth
+    place (counted by top-5, not by top-4), one first, two outside the top five."""
+    weights = str(tmp_path / 'ten_classes.npz')
+    weight_files.save_npz(weights, random_layers(num_classes=10, seed=4))
+    paths = sorted(str(p) for p in val_folder.glob('*.JPEG'))
+    ranked = [[t['index'] for t in r['top']] for r in validate.classify(paths, weights, top_k=10)]
+    labels = [ranked[0][4], ranked[1][4], ranked[2][0], ranked[3][7], ranked[4][9]]
+    result = evaluate.evaluate(list(zip(paths, labels)), weights, crops=('center',))
+    assert result['center'] == pytest.approx({1: 4 / 5, 5: 2 / 5})
 
 
 def test_main_on_a_run_split(weights_npz, val_folder, tmp_path, capsys):
