@@ -49,11 +49,9 @@ real model through OpenCV's Caffe engine beside this graph (caffe_reference.py).
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
 import functools
-import os
 import sys
 
 import numpy as np

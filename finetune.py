@@ -62,7 +62,6 @@ from __future__ import annotations
 import argparse
 import collections
 import hashlib
-import json
 import math
 import os
 import shutil

@@ -6,11 +6,8 @@ the worker. Each case must end with the documented exit status and one line, no
 traceback, no hang, bounded memory, and nothing half-written left where the
 scripts look: the finished file, or nothing (a .part kept only where resuming helps).
 """
-import hashlib
-import json
 import os
 import sys
-import zipfile
 
 import pytest
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import photo, save, touch
+from conftest import photo, save
 from script_worker import ScriptWorker
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith('linux'),
@@ -297,7 +297,7 @@ FOLDERS = ['self_link', 'parent_link', 'two_self_links', 'link_to_other_class',
 @pytest.mark.parametrize('kind', FOLDERS)
 def test_folder_walks_take_each_photo_once_in_its_own_class(worker, tmp_path, kind):
     root = tmp_path / 'PetImages'
-    photos = folder_case(kind, root)
+    folder_case(kind, root)
     result = find(worker, root)
     assert result.error is None, result
     items, names, skipped = result.value

@@ -1,5 +1,4 @@
 """inference.py: weights from any source, and the network run over image files."""
-import os
 
 import numpy as np
 import pytest

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import alexnet
 import image_files
 import inference
 import retrieval
