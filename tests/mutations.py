@@ -190,11 +190,16 @@ def caught(mutation, timeout):
     return failed, time.time() - started
 
 
-def main(argv=None):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--only', nargs='+', help='run these mutations only')
+    parser.add_argument('--only', nargs='+', choices=[m.name for m in MUTATIONS],
+                        metavar='NAME', help='run these mutations only')
     parser.add_argument('--timeout', type=int, default=900, help='seconds per mutation')
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     chosen = [m for m in MUTATIONS if not args.only or m.name in args.only]
     results = []
     for mutation in chosen:

@@ -11,6 +11,7 @@ as good as README.md, every project command the Chinese handout shows, in code
 blocks or inline, must parse with its script's own parse_args.
 """
 import importlib
+import importlib.util
 import os
 import re
 import shlex
@@ -110,6 +111,18 @@ def _script_calls(tokens):
     return calls
 
 
+def _load(script):
+    """The module of a project script given by its path from the top (e.g. finetune.py,
+    tests/mutations.py)."""
+    if '/' not in script:
+        return importlib.import_module(script[:-len('.py')])
+    spec = importlib.util.spec_from_file_location(
+        'readme_' + script.replace('/', '_')[:-len('.py')], os.path.join(REPO, script))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _pictures(text):
     return [markdown or html for markdown, html in PICTURE.findall(text)]
 
@@ -170,7 +183,7 @@ def test_every_command_of_the_readmes_parses_with_its_script(name, capsys):
                 '{}: no such script in the project'.format(line)
             if '--help' in args or '-h' in args:
                 continue
-            module = importlib.import_module(script[:-len('.py')])
+            module = _load(script)
             try:
                 module.parse_args(args)
             except SystemExit as e:
