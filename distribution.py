@@ -156,6 +156,10 @@ def session(setup):
 
 def run(strategy, fn, args=()):
     """fn(*args) once per replica: strategy.run in TF 2.x, experimental_run_v2 in 1.15."""
+    if not tf.distribute.has_strategy():
+        # TensorFlow's default strategy (one device): fn on the graph as it is. (TF 1.15's
+        # experimental_run_v2 would add a stray constant, the replica's id, to the graph.)
+        return fn(*args)
     method = getattr(strategy, 'run', None) or strategy.experimental_run_v2
     return method(fn, args=args)
 

@@ -837,12 +837,16 @@ def run(args):
             # (it reads it on --resume: a shared file system, or a copy of it).
             run_dir = resolve_run(args.run, args.resume, writer=False)
             return train_run(args, run_dir, progress, [], worker=cluster[1])
-    run_dir = resolve_run(args.run, args.resume)
+    # The folder to write: named, the latest run, or a new one. Its lock is taken before
+    # it is looked at, so that a second writer is told the run is being written, not
+    # what the folder lacks while the first writer is still filling it.
+    run_dir = args.run if args.run is not None else resolve_run(None, args.resume)
     created = not os.path.exists(run_dir)
     lock = run_folder.WriterLock(run_dir)
     lock.acquire()
     started_training = []
     try:
+        run_dir = resolve_run(run_dir, args.resume)
         return train_run(args, run_dir, progress, started_training)
     except ERRORS + (datagenerator.EmptyDatasetError,):
         if created and not started_training:

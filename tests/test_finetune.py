@@ -16,7 +16,7 @@ import finetune
 import run_folder
 import validate_alexnet_on_imagenet as validate
 import weight_files
-from conftest import random_layers
+from conftest import exit_error, random_layers
 
 
 def make_images(folder, per_class=6, size=(64, 48), seed=0):
@@ -600,3 +600,18 @@ def test_the_paper_recipe_on_an_imagenet_layout_with_its_schedule(tmp_path, caps
     train_logs.Reload()
     np.testing.assert_allclose([s.value for s in train_logs.Scalars('epoch/learning_rate')],
                                [0.01, 0.01, 0.001, 0.0001, 0.05], rtol=1e-6)
+
+
+def test_a_run_being_written_is_refused_for_that_before_what_it_lacks(tmp_path):
+    """A second writer started while the first has not saved a checkpoint yet is told
+    the run is being written (not that there is nothing to resume), and the first
+    writer's folder is left as it was."""
+    run = tmp_path / 'run'
+    run.mkdir()
+    (run / 'split.json').write_text('{}')
+    for resume in ([], ['--resume']):
+        with run_folder.WriterLock(str(run)):
+            message = exit_error(finetune.main, ['--data', str(tmp_path), '--run', str(run),
+                                                 '--no-progress'] + resume)
+        assert 'is being written by process %d' % os.getpid() in message, message
+        assert sorted(os.listdir(str(run))) == ['lock', 'split.json']
