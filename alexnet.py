@@ -252,23 +252,30 @@ class AlexNet(object):
         self.fc6, self.fc7, self.fc8 = outputs['fc6'], outputs['fc7'], outputs['fc8']
 
     def _fc_layers(self, x, first, reuse=False):
-        """The FC layers from `first` (fc6, fc7 or fc8) on; x is head_input(first).
+        """The FC layers from `first` (fc6, fc7 or fc8) on; x is head_input(first), or
+        with devices its Columns.
 
-        Returns {layer: output}. reuse=True shares the variables already built
-        (for head()) and leaves the layer table alone.
+        Returns {layer: output} (with devices, {layer: Columns}: each column holds
+        half of the layer's neurons, and fc7 and fc8 read all of the layer before).
+        reuse=True shares the variables already built (for head()) and leaves the
+        layer table alone.
         """
+        if self.devices is None:
+            fc, dropout = self._fc, self._dropout
+        else:
+            fc, dropout = self._fc_columns, self._dropout_columns
         start = HEAD_LAYERS.index(first)
         outputs = {}
         # 6th layer: FC (ReLU) -> dropout
         if start <= 0:
-            x = outputs['fc6'] = self._fc(x, 'fc6', 4096, bias=1.0, reuse=reuse)
+            x = outputs['fc6'] = fc(x, 'fc6', 4096, bias=1.0, reuse=reuse)
         if start <= 1:
-            x = self._dropout(x, 'dropout6')
+            x = dropout(x, 'dropout6')
             # 7th layer: FC (ReLU) -> dropout
-            x = outputs['fc7'] = self._fc(x, 'fc7', 4096, bias=1.0, reuse=reuse)
-        x = self._dropout(x, 'dropout7')
+            x = outputs['fc7'] = fc(x, 'fc7', 4096, bias=1.0, reuse=reuse)
+        x = dropout(x, 'dropout7')
         # 8th layer: FC, no ReLU: logits for softmax in the loss
-        outputs['fc8'] = self._fc(x, 'fc8', self.num_classes, relu=False, reuse=reuse)
+        outputs['fc8'] = fc(x, 'fc8', self.num_classes, relu=False, reuse=reuse)
         return outputs
 
     # --- The paper's two-GPU layout (devices=): the same layers in two columns ---
@@ -311,25 +318,8 @@ class AlexNet(object):
         # fc6 reads pool5 flattened in NHWC order, as the converted weights expect.
         with tf.name_scope('pool5/'), tf.device(self.devices[0]):
             self.flattened = tf.reshape(self.pool5, [-1, 6 * 6 * 256], name='flattened')
-        outputs = self._fc_layers_columns(Columns(pool5.parts, self.flattened), 'fc6')
+        outputs = self._fc_layers(Columns(pool5.parts, self.flattened), 'fc6')
         self.fc6, self.fc7, self.fc8 = (outputs[name].whole for name in HEAD_LAYERS)
-
-    def _fc_layers_columns(self, x, first, reuse=False):
-        """_fc_layers in two columns: x is Columns; returns {layer: Columns}."""
-        start = HEAD_LAYERS.index(first)
-        outputs = {}
-        # 6th layer: FC (ReLU) -> dropout; each column holds 2048 of the 4096 neurons.
-        if start <= 0:
-            x = outputs['fc6'] = self._fc_columns(x, 'fc6', 4096, bias=1.0, reuse=reuse)
-        if start <= 1:
-            x = self._dropout_columns(x, 'dropout6')
-            # 7th layer: FC (ReLU) -> dropout; each column reads all 4096 of fc6.
-            x = outputs['fc7'] = self._fc_columns(x, 'fc7', 4096, bias=1.0, reuse=reuse)
-        x = self._dropout_columns(x, 'dropout7')
-        # 8th layer: FC, half of the logits per column, joined for the softmax.
-        outputs['fc8'] = self._fc_columns(x, 'fc8', self.num_classes, relu=False,
-                                          reuse=reuse)
-        return outputs
 
     @contextlib.contextmanager
     def _column(self, index):
@@ -454,7 +444,7 @@ class AlexNet(object):
             raise ValueError('head starts at one of %s, not %s' % (', '.join(HEAD_LAYERS), first))
         if self.devices is not None:
             # Both columns read the cached features.
-            outputs = self._fc_layers_columns(Columns([features], features), first, reuse=True)
+            outputs = self._fc_layers(Columns([features], features), first, reuse=True)
             return outputs['fc8'].whole
         return self._fc_layers(features, first, reuse=True)['fc8']
 
