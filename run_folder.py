@@ -190,8 +190,14 @@ class WriterLock(object):
         self.release()
 
     def acquire(self):
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        lock_file = open(self.path, 'a+', encoding='utf-8')
+        folder = os.path.dirname(self.path)
+        try:
+            os.makedirs(folder, exist_ok=True)
+            lock_file = open(self.path, 'a+', encoding='utf-8')
+        except OSError as err:
+            raise RunFolderError('cannot write a run in %s (%s); choose a folder you can write '
+                                 'with --run' % (display_path(folder),
+                                                 err.strerror or type(err).__name__)) from None
         try:
             _lock(lock_file)
         except OSError:

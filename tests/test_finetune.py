@@ -170,6 +170,32 @@ def test_a_resumed_run_starts_from_its_checkpoint_not_the_pretrained_file(tmp_pa
     assert not np.array_equal(resumed['conv1'][0], loaded['conv1'][0])
 
 
+def test_a_checkpoint_from_before_the_schedule_resumes_at_the_given_rate(tmp_path, pretrained,
+                                                                         capsys):
+    """A run saved before the learning rate was a variable: its checkpoint lacks the
+    schedule. Every variable it has is restored; the rate is the run's --learning-rate,
+    or one given with --resume."""
+    items = [(os.path.join(make_images(str(tmp_path / 'd'), per_class=1), name, '0.jpg'), i)
+             for i, name in enumerate(('cat', 'dog'))]
+    recipe = finetune.Recipe(0.02, 0.9, 0.0005, 0.5, 2)
+    with tf.Graph().as_default():
+        trainer = finetune.Trainer(items, items, 2, recipe, ['fc8'], [], pretrained, seed=0)
+        with tf.Session() as session:
+            finetune.start_weights(session, trainer, None, pretrained)
+            conv1 = trainer.model.variables(['conv1'])[0]
+            session.run(tf.assign_add(conv1, tf.ones_like(conv1)))
+            schedule = set(trainer.schedule.values())
+            old = tf.train.Saver([v for v in tf.global_variables() if v not in schedule])
+            prefix = old.save(session, str(tmp_path / 'model.ckpt'), global_step=3)
+            saved = trainer.model.read_weights(session)
+            for given, rate in ((None, 0.02), (0.005, 0.005)):
+                finetune.start_weights(session, trainer, prefix, pretrained, given)
+                assert 'has no learning-rate schedule' in capsys.readouterr().out
+                np.testing.assert_array_equal(trainer.model.read_weights(session)['conv1'][0],
+                                              saved['conv1'][0])
+                assert trainer.read_schedule(session).learning_rate == pytest.approx(rate)
+
+
 # --- Arguments --------------------------------------------------------------------------
 
 @pytest.mark.parametrize('argv, message', [
@@ -295,6 +321,16 @@ def test_a_second_writer_is_refused_at_once(dataset, tmp_path, capsys):
         assert run(dataset, tmp_path / 'run', '--weights', 'none') == 2
     err = capsys.readouterr().err
     assert 'is being written by process %d' % os.getpid() in err and err.count('\n') == 1
+
+
+def test_a_run_folder_that_cannot_be_written_is_one_line(dataset, tmp_path, capsys):
+    a_file = tmp_path / 'a_file'
+    a_file.write_text('kept')
+    for target in (a_file, a_file / 'run'):
+        assert run(dataset, target, '--weights', 'none') == 2
+        err = capsys.readouterr().err
+        assert err.startswith('error: cannot write a run in ') and err.count('\n') == 1, err
+    assert a_file.read_text() == 'kept'
 
 
 def test_a_failed_save_leaves_no_partial_file(tmp_path):
