@@ -109,11 +109,16 @@ def test_one_step_changes_exactly_the_trained_layers_by_momentum_sgd(graph):
     assert not np.allclose(grads[2], 0)
 
 
+def one_photo_each(tmp_path):
+    """[(path, label)] of one generated photo of a cat (0) and one of a dog (1)."""
+    folder = make_images(str(tmp_path / 'd'), per_class=1)
+    return [(os.path.join(folder, name, '0.jpg'), i) for i, name in enumerate(('cat', 'dog'))]
+
+
 def test_the_trainers_step_is_momentum_sgd_on_the_trained_layers_only(tmp_path, pretrained):
     """Two steps of the real Trainer against NumPy: v1 = v0 - lr g1, v2 = v1 - lr (m g1 + g2),
     the loss decays the trained weights (not their biases), nothing else moves."""
-    items = [(os.path.join(make_images(str(tmp_path / 'd'), per_class=1), name, '0.jpg'), i)
-             for i, name in enumerate(('cat', 'dog'))]
+    items = one_photo_each(tmp_path)
     layers = weight_files.load_weights(pretrained)
     layers = {name: (w, np.ones_like(b)) for name, (w, b) in layers.items()}   # biases count
     start = str(tmp_path / 'start.npz')
@@ -152,8 +157,7 @@ def test_the_trainers_step_is_momentum_sgd_on_the_trained_layers_only(tmp_path, 
 
 
 def test_a_resumed_run_starts_from_its_checkpoint_not_the_pretrained_file(tmp_path, pretrained):
-    items = [(os.path.join(make_images(str(tmp_path / 'd'), per_class=1), name, '0.jpg'), i)
-             for i, name in enumerate(('cat', 'dog'))]
+    items = one_photo_each(tmp_path)
     recipe = finetune.Recipe(0.01, 0.9, 0.0005, 0.5, 2)
     with tf.Graph().as_default():
         trainer = finetune.Trainer(items, items, 2, recipe, ['fc8'], [], pretrained, seed=0)
@@ -175,8 +179,7 @@ def test_a_checkpoint_from_before_the_schedule_resumes_at_the_given_rate(tmp_pat
     """A run saved before the learning rate was a variable: its checkpoint lacks the
     schedule. Every variable it has is restored; the rate is the run's --learning-rate,
     or one given with --resume."""
-    items = [(os.path.join(make_images(str(tmp_path / 'd'), per_class=1), name, '0.jpg'), i)
-             for i, name in enumerate(('cat', 'dog'))]
+    items = one_photo_each(tmp_path)
     recipe = finetune.Recipe(0.02, 0.9, 0.0005, 0.5, 2)
     with tf.Graph().as_default():
         trainer = finetune.Trainer(items, items, 2, recipe, ['fc8'], [], pretrained, seed=0)
