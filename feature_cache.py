@@ -180,7 +180,7 @@ def _view_dataset(items, views, batch_size, seed):
     dataset = dataset.filter(lambda crops, index, view, ok: ok)   # unreadable since the scan
     dataset = dataset.map(lambda crops, index, view, ok: (crops, index, view))
     dataset = dataset.apply(tf.data.experimental.unbatch())         # one element per view
-    return dataset.batch(batch_size).prefetch(2)
+    return datagenerator.without_autotune(dataset.batch(batch_size).prefetch(2))
 
 
 class FeatureCache(object):
@@ -259,7 +259,7 @@ class FeatureCache(object):
             features.set_shape([None, size])                               # -> [N, D]
             return features, label
 
-        return dataset.map(read).prefetch(2)
+        return datagenerator.without_autotune(dataset.map(read).prefetch(2))
 
     def prepare(self, session, model, cache_root, progress=True):
         """Opens the cache for the session's frozen weights, building it first if needed.

@@ -8,6 +8,7 @@ import tensorflow.compat.v1 as tf
 from PIL import Image
 
 import alexnet
+import datagenerator
 import feature_cache
 import finetune
 import weight_files
@@ -49,6 +50,32 @@ def weights(module_dir):
 def items(tmp_path):
     images = make_images(str(tmp_path / 'data'))
     return images[:3] + images[4:7], [images[3], images[7]]     # train 6, val 2
+
+
+def autotuned(dataset):
+    """Whether tf.data autotunes the dataset (None, the default, means it does)."""
+    options = dataset.options()
+    if hasattr(options, 'autotune'):                              # TF 2.x
+        return options.autotune.enabled is not False
+    return options.experimental_optimization.autotune is not False
+
+
+def test_no_dataset_of_a_run_autotunes(items):
+    """Under TF 2.x re-initializing an autotuned iterator waits for its tuning thread:
+    15 s for each validation of finetune.py on cached features. Every dataset that
+    finetune.py iterates again and again has autotuning off."""
+    train, val = items
+    with tf.Graph().as_default():
+        cache = feature_cache.FeatureCache(train, val, 'fc6', 2, batch_size=4)
+        datasets = {'cached train': cache.train_data, 'cached val': cache.val_data,
+                    'views': feature_cache._view_dataset(train, 2, 4, 0),
+                    'ten crops': feature_cache._view_dataset(train, feature_cache.TEN_CROPS,
+                                                             4, 0),
+                    'naive train': datagenerator.make_dataset(train, 4, training=True),
+                    'naive val': datagenerator.make_dataset(val, 4, training=False),
+                    'plain tf.data': tf.data.Dataset.range(3)}      # the check can say yes
+        assert {name: autotuned(dataset) for name, dataset in datasets.items()} == dict(
+            {name: False for name in datasets}, **{'plain tf.data': True})
 
 
 def test_head_start_says_when_caching_applies():
