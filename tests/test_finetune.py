@@ -515,6 +515,12 @@ def test_tensorboard_reads_the_logs(dataset, tmp_path, capsys, monkeypatch):
     assert {'loss', 'accuracy', 'batch/loss', 'learning_rate'} <= set(tags['scalars'])
     assert {'fc6/weights/value', 'fc8/biases/gradient'} <= set(tags['histograms'])
     assert not any(tag.startswith('conv') for tag in tags['histograms'])  # frozen: not logged
+    # Big tensors are sampled: every 36th of fc6's 9216 x 4096 weights, every 16th of fc7's
+    # gradient; fc8's 4096 x 2 whole.
+    counts = {tag: train.Histograms(tag)[0].histogram_value.num
+              for tag in ('fc6/weights/value', 'fc7/weights/gradient', 'fc8/weights/value')}
+    assert counts == {'fc6/weights/value': 9216 * 4096 // 36,
+                      'fc7/weights/gradient': 4096 * 4096 // 16, 'fc8/weights/value': 8192}
     assert any(tag.startswith('input') for tag in tags['images'])
     assert tags['graph']
     validation = EventAccumulator(str(tmp_path / 'run' / 'validation'))
