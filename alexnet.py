@@ -55,6 +55,7 @@ import functools
 import sys
 
 import numpy as np
+import cpu_kernels  # noqa: F401  (first: it chooses TensorFlow's CPU kernels)
 import tensorflow.compat.v1 as tf
 
 import command_line

@@ -52,6 +52,7 @@ import time
 
 import numpy as np
 
+import cpu_kernels  # first: it chooses TensorFlow's CPU kernels
 import command_line
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -607,9 +608,10 @@ def format_laptop(epochs):
 
 def format_report(results):
     """The table people read; the JSON has every number."""
-    lines = []
+    lines = ['%d CPUs, %s=%s (cpu_kernels.py: 1 = oneDNN kernels under TensorFlow 2.x)'
+             % (results['cpus'], cpu_kernels.ONEDNN, results.get(cpu_kernels.ONEDNN)), '']
     if 'compute' in results:
-        lines = format_measurements(results)
+        lines += format_measurements(results)
     epochs = results.get('epochs')
     if epochs and not any(key.startswith('naive:') for key in epochs):
         return '\n'.join(lines + format_laptop(epochs))
@@ -689,6 +691,7 @@ def main(argv=None):
     settings['compare_lrn'] = args.compare_lrn
     started = time.time()
     results = {'date': time.strftime('%Y-%m-%d %H:%M'), 'cpus': os.cpu_count(),
+               cpu_kernels.ONEDNN: os.environ.get(cpu_kernels.ONEDNN),
                'python': sys.version.split()[0], 'settings': settings}
     for part in () if args.laptop else ('compute', 'training', 'pipeline'):
         print('measuring %s ...' % part, flush=True)

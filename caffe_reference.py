@@ -42,6 +42,7 @@ import shutil
 import tempfile
 
 import numpy as np
+import cpu_kernels  # noqa: F401  (first: it chooses TensorFlow's CPU kernels)
 import tensorflow.compat.v1 as tf
 
 import alexnet

@@ -12,6 +12,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+import cpu_kernels  # noqa: E402,F401  (the scripts' CPU kernels, chosen before TensorFlow loads)
 import tensorflow.compat.v1 as tf  # noqa: E402
 
 tf.disable_v2_behavior()

@@ -1,5 +1,6 @@
 """bench.py run through main() with its smallest settings, as a user would."""
 import json
+import os
 
 import pytest
 
@@ -15,6 +16,9 @@ def test_quick_bench_prints_the_table_and_writes_json(tmp_path, capsys):
                  'numbers written to %s' % out):
         assert text in printed, text
     results = json.loads(out.read_text())
+    # Which CPU kernels ran (conftest, as every script, leaves a value set by hand alone).
+    assert results['TF_ENABLE_ONEDNN_OPTS'] == os.environ['TF_ENABLE_ONEDNN_OPTS']
+    assert 'TF_ENABLE_ONEDNN_OPTS=%s' % os.environ['TF_ENABLE_ONEDNN_OPTS'] in printed
     assert results['compute']['matmul_gflops'] > 0
     assert [row['batch'] for row in results['compute']['forward']] == [1, 8]
     # 2 x the layer table's connections: the paper-style count of AlexNet's forward pass.
