@@ -609,9 +609,9 @@ def format_laptop(epochs):
 def format_report(results):
     """The table people read; the JSON has every number."""
     lines = ['%d CPUs, %s=%s (cpu_kernels.py: 1 = oneDNN kernels under TensorFlow 2.x)'
-             % (results['cpus'], cpu_kernels.ONEDNN, results.get(cpu_kernels.ONEDNN)), '']
+             % (results['cpus'], cpu_kernels.ONEDNN, results.get(cpu_kernels.ONEDNN))]
     if 'compute' in results:
-        lines += format_measurements(results)
+        lines += [''] + format_measurements(results)
     epochs = results.get('epochs')
     if epochs and not any(key.startswith('naive:') for key in epochs):
         return '\n'.join(lines + format_laptop(epochs))

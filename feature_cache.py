@@ -64,7 +64,8 @@ TEN_CROPS = 'ten-crops'
 AUTO = 'auto'
 # Views cached per training photo when none are asked for: each costs one forward pass of
 # the frozen layers. A GPU does the paper's ten crops of 25,000 photos in about a minute;
-# two CPU cores need about 8 ms a view, half an hour for ten crops, six minutes for two.
+# two CPU cores need about 12 ms a view, decoding included (bench.py --laptop): 50 minutes
+# for ten crops, 10 for two.
 CPU_VIEWS = 2
 COMPLETE_MARKER = 'complete.json'
 # Size of head_input(first) per image: flattened pool5, fc6, fc7.

@@ -142,6 +142,11 @@ MUTATIONS = [
              ['tests/test_finetune.py']),
     Mutation('top5_counts_top4', 'evaluate.py', 'TOP_K = (1, 5)', 'TOP_K = (1, 4)',
              ['tests/test_evaluate.py']),
+    Mutation('autotune_left_on', 'datagenerator.py',
+             '        options.autotune.enabled = False', '        options.autotune.enabled = None',
+             ['tests/test_feature_cache.py']),
+    Mutation('onednn_left_off', 'cpu_kernels.py', "os.environ.setdefault(ONEDNN, '1')",
+             "os.environ.setdefault(ONEDNN, '0')", ['tests/test_cpu_kernels.py']),
 ]
 
 
