@@ -14,8 +14,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ONEDNN_EXISTS = int(tf.VERSION.split('.')[0]) >= 2       # TF 1.15's package has none
 
 
+def is_script(path):
+    with open(path, encoding='utf-8') as f:
+        return "__name__ == '__main__'" in f.read()
+
+
 SCRIPTS = sorted(os.path.basename(path) for path in glob.glob(os.path.join(REPO, '*.py'))
-                 if "__name__ == '__main__'" in open(path, encoding='utf-8').read())
+                 if is_script(path))
 # Records which of the two modules Python looks up first when the script is imported.
 IMPORT_ORDER = """
 import sys

@@ -1,4 +1,5 @@
 """finetune.py: the graph's loss and updates against NumPy, then main() on generated photos."""
+import contextlib
 import csv
 import json
 import glob
@@ -16,7 +17,7 @@ import finetune
 import run_folder
 import validate_alexnet_on_imagenet as validate
 import weight_files
-from conftest import exit_error, random_layers
+from conftest import exit_error, random_layers, run_graph
 
 
 def make_images(folder, per_class=6, size=(64, 48), seed=0):
@@ -156,9 +157,12 @@ def test_the_trainers_step_is_momentum_sgd_on_the_trained_layers_only(tmp_path, 
                                    err_msg='%s/%d' % (layer, part))
 
 
-def test_a_resumed_run_starts_from_its_checkpoint_not_the_pretrained_file(tmp_path, pretrained):
+@contextlib.contextmanager
+def trainer_moved_from(pretrained, tmp_path, learning_rate):
+    """(session, trainer, weights as loaded): an fc8 Trainer on one photo per class, started
+    from `pretrained`, then conv1 moved by +1, so that a checkpoint differs from the file."""
     items = one_photo_each(tmp_path)
-    recipe = finetune.Recipe(0.01, 0.9, 0.0005, 0.5, 2)
+    recipe = finetune.Recipe(learning_rate, 0.9, 0.0005, 0.5, 2)
     with tf.Graph().as_default():
         trainer = finetune.Trainer(items, items, 2, recipe, ['fc8'], [], pretrained, seed=0)
         with tf.Session() as session:
@@ -166,10 +170,15 @@ def test_a_resumed_run_starts_from_its_checkpoint_not_the_pretrained_file(tmp_pa
             loaded = trainer.model.read_weights(session)
             conv1 = trainer.model.variables(['conv1'])[0]
             session.run(tf.assign_add(conv1, tf.ones_like(conv1)))
-            prefix = trainer.saver.save(session, str(tmp_path / 'model.ckpt'), global_step=3)
-            saved = trainer.model.read_weights(session)
-            finetune.start_weights(session, trainer, prefix, pretrained)
-            resumed = trainer.model.read_weights(session)
+            yield session, trainer, loaded
+
+
+def test_a_resumed_run_starts_from_its_checkpoint_not_the_pretrained_file(tmp_path, pretrained):
+    with trainer_moved_from(pretrained, tmp_path, 0.01) as (session, trainer, loaded):
+        prefix = trainer.saver.save(session, str(tmp_path / 'model.ckpt'), global_step=3)
+        saved = trainer.model.read_weights(session)
+        finetune.start_weights(session, trainer, prefix, pretrained)
+        resumed = trainer.model.read_weights(session)
     np.testing.assert_array_equal(resumed['conv1'][0], saved['conv1'][0])
     assert not np.array_equal(resumed['conv1'][0], loaded['conv1'][0])
 
@@ -179,24 +188,17 @@ def test_a_checkpoint_from_before_the_schedule_resumes_at_the_given_rate(tmp_pat
     """A run saved before the learning rate was a variable: its checkpoint lacks the
     schedule. Every variable it has is restored; the rate is the run's --learning-rate,
     or one given with --resume."""
-    items = one_photo_each(tmp_path)
-    recipe = finetune.Recipe(0.02, 0.9, 0.0005, 0.5, 2)
-    with tf.Graph().as_default():
-        trainer = finetune.Trainer(items, items, 2, recipe, ['fc8'], [], pretrained, seed=0)
-        with tf.Session() as session:
-            finetune.start_weights(session, trainer, None, pretrained)
-            conv1 = trainer.model.variables(['conv1'])[0]
-            session.run(tf.assign_add(conv1, tf.ones_like(conv1)))
-            schedule = set(trainer.schedule.values())
-            old = tf.train.Saver([v for v in tf.global_variables() if v not in schedule])
-            prefix = old.save(session, str(tmp_path / 'model.ckpt'), global_step=3)
-            saved = trainer.model.read_weights(session)
-            for given, rate in ((None, 0.02), (0.005, 0.005)):
-                finetune.start_weights(session, trainer, prefix, pretrained, given)
-                assert 'has no learning-rate schedule' in capsys.readouterr().out
-                np.testing.assert_array_equal(trainer.model.read_weights(session)['conv1'][0],
-                                              saved['conv1'][0])
-                assert trainer.read_schedule(session).learning_rate == pytest.approx(rate)
+    with trainer_moved_from(pretrained, tmp_path, 0.02) as (session, trainer, _):
+        schedule = set(trainer.schedule.values())
+        old = tf.train.Saver([v for v in tf.global_variables() if v not in schedule])
+        prefix = old.save(session, str(tmp_path / 'model.ckpt'), global_step=3)
+        saved = trainer.model.read_weights(session)
+        for given, rate in ((None, 0.02), (0.005, 0.005)):
+            finetune.start_weights(session, trainer, prefix, pretrained, given)
+            assert 'has no learning-rate schedule' in capsys.readouterr().out
+            np.testing.assert_array_equal(trainer.model.read_weights(session)['conv1'][0],
+                                          saved['conv1'][0])
+            assert trainer.read_schedule(session).learning_rate == pytest.approx(rate)
 
 
 # --- Arguments --------------------------------------------------------------------------
@@ -490,6 +492,17 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(dataset, tmp_path, capsys
     assert 'lower --learning-rate' in capsys.readouterr().err
     assert run_folder.checkpoint_of(str(tmp_path / 'run')).endswith('model.ckpt-2')
     assert len(metrics(tmp_path / 'run')) == 1
+
+
+def test_histograms_read_an_even_sample_of_at_most_2_to_the_20_values():
+    limit = 2 ** 20
+    # One value over the limit: every 2nd value, not the first 2^20 nor all of them.
+    values = np.arange(limit + 1, dtype=np.float32).reshape(1, -1)
+    sample = run_graph(lambda: finetune.histogram_sample(tf.constant(values)))
+    np.testing.assert_array_equal(sample, np.arange(0, limit + 1, 2, dtype=np.float32))
+    small = np.arange(24, dtype=np.float32).reshape(4, 6)          # a bias-sized tensor: whole
+    np.testing.assert_array_equal(
+        run_graph(lambda: finetune.histogram_sample(tf.constant(small))), small.ravel())
 
 
 @pytest.mark.slow
