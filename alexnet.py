@@ -94,6 +94,34 @@ def gpu_visible():
     return bool(tf.config.experimental.list_physical_devices('GPU'))
 
 
+@functools.lru_cache(maxsize=1)
+def onednn_cpu():
+    """Whether TensorFlow runs on oneDNN's CPU kernels (TF 2.x, see cpu_kernels.py) and
+    sees no GPU: then one conv2d op convolves all groups (conv_groups)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port   # TF 2.x only
+    except ImportError:
+        return False
+    return bool(_pywrap_util_port.IsMklEnabled()) and not gpu_visible()
+
+
+def conv_groups(x, weights, strides, padding, groups):
+    """conv2d of x [N, H, W, C] with weights [k, k, C / groups, F]: group g convolves its
+    C / groups input channels with its F / groups filters (the paper's two GPUs).
+
+    oneDNN's kernel takes such a filter in one op, and runs conv2, conv4 and conv5 9-12 %
+    faster that way (no split and concat copies, the bias and ReLU fused in); TF 1.15's
+    and Eigen's CPU kernels refuse it, so there each group is its own conv2d (the same
+    numbers: tests/test_alexnet.py runs both ways).
+    """
+    if groups == 1 or onednn_cpu():
+        return tf.nn.conv2d(x, weights, strides, padding)
+    outputs = [tf.nn.conv2d(part, kernel_part, strides, padding)
+               for part, kernel_part in zip(tf.split(x, groups, axis=3),
+                                            tf.split(weights, groups, axis=3))]
+    return tf.concat(outputs, axis=3)
+
+
 def lrn(x, depth_radius=LRN_DEPTH_RADIUS, alpha=LRN_ALPHA, beta=LRN_BETA, bias=LRN_BIAS,
         name=None):
     """Local response normalization across channels (section 3.3) of [N, H, W, C] x:
@@ -455,12 +483,7 @@ class AlexNet(object):
         channels = x.shape.as_list()[-1]
         with tf.variable_scope(name):
             weights, biases = _conv_variables(kernel, channels // groups, filters, bias)
-            strides = [1, stride, stride, 1]
-            # Each group convolves its half of the input with its half of the filters.
-            outputs = [tf.nn.conv2d(part, kernel_part, strides, padding)
-                       for part, kernel_part in zip(tf.split(x, groups, axis=3),
-                                                    tf.split(weights, groups, axis=3))]
-            conv = outputs[0] if groups == 1 else tf.concat(outputs, axis=3)
+            conv = conv_groups(x, weights, [1, stride, stride, 1], padding, groups)
             output = tf.nn.relu(tf.nn.bias_add(conv, biases), name='relu')
         self.layers.append(Layer(name, 'conv', x, output, kernel, stride, padding,
                                  groups, (weights, biases)))

@@ -64,7 +64,18 @@ def np_alexnet(x, layers):
     return out
 
 
-def test_forward_pass_matches_numpy_reference(graph, bvlc_npy, bvlc_layers):
+@pytest.fixture(params=['one conv2d', 'a conv2d per group'])
+def conv_path(request, monkeypatch):
+    """Both ways conv_groups convolves the groups; one op needs oneDNN's kernels."""
+    if request.param == 'one conv2d':
+        if not alexnet.onednn_cpu():
+            pytest.skip("this TensorFlow's CPU kernels take no grouped filter (not oneDNN)")
+    else:
+        monkeypatch.setattr(alexnet, 'onednn_cpu', lambda: False)
+    return request.param
+
+
+def test_forward_pass_matches_numpy_reference(graph, bvlc_npy, bvlc_layers, conv_path):
     rng = np.random.RandomState(1)
     images = rng.uniform(-120, 130, size=(2, 227, 227, 3)).astype(np.float32)
     model = build(weights_path=str(bvlc_npy))
@@ -276,7 +287,20 @@ def test_main_prints_table_and_writes_graph(tmp_path, capsys):
     assert len(events) == 1
     graphs = [e for e in tf.train.summary_iterator(events[0]) if e.graph_def]
     node_names = {node.name for node in tf.GraphDef.FromString(graphs[0].graph_def).node}
-    assert {'conv1/weights', 'conv2/concat', 'fc8/biases'} <= node_names
+    assert {'conv1/weights', 'conv2/relu', 'fc8/biases'} <= node_names
+
+
+def test_groups_are_one_conv2d_on_onednn_else_one_per_group(graph, conv_path):
+    build()
+    convs = {name: [op for op in graph.get_operations()
+                    if op.type == 'Conv2D' and op.name.startswith(name + '/')]
+             for name in ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')}
+    groups = 1 if conv_path == 'one conv2d' else 2
+    assert [len(convs[name]) for name in sorted(convs)] == [1, groups, 1, groups, groups]
+    # each op's filter: all of the layer's input channels / 2 groups (conv1, conv3: 1 group)
+    conv2 = convs['conv2'][0]
+    assert conv2.inputs[0].shape.as_list()[-1] == 96 // groups
+    assert conv2.inputs[1].shape.as_list() == [5, 5, 48, 256 // groups]
 
 
 def test_with_a_gpu_visible_lrn_is_tfs_own_op(graph, monkeypatch):
