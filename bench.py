@@ -57,6 +57,21 @@ import command_line
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HEAD_CONFIGS = (('fc6-fc8', ('fc6', 'fc7', 'fc8')), ('fc7-fc8', ('fc7', 'fc8')))
+# oneDNN's own switch: ONEDNN_MAX_CPU_ISA=AVX2 runs its AVX2 code on an AVX-512 CPU.
+ONEDNN_ISA = 'ONEDNN_MAX_CPU_ISA'
+
+
+def cpu_vector_extensions(cpuinfo='/proc/cpuinfo'):
+    """'AVX-512', 'AVX2', 'AVX' or None: the widest vector instructions the CPU has, by
+    which oneDNN picks its code (Linux's list; None elsewhere or when unreadable)."""
+    try:
+        with open(cpuinfo, encoding='ascii', errors='replace') as f:
+            flags = next((set(line.split(':', 1)[-1].split()) for line in f
+                          if line.startswith('flags')), set())
+    except OSError:
+        return None
+    return next((name for flag, name in (('avx512f', 'AVX-512'), ('avx2', 'AVX2'), ('avx', 'AVX'))
+                 if flag in flags), None)
 
 
 def peak_rss_mb():
@@ -608,8 +623,10 @@ def format_laptop(epochs):
 
 def format_report(results):
     """The table people read; the JSON has every number."""
-    lines = ['%d CPUs, %s=%s (cpu_kernels.py: 1 = oneDNN kernels under TensorFlow 2.x)'
-             % (results['cpus'], cpu_kernels.ONEDNN, results.get(cpu_kernels.ONEDNN))]
+    lines = ['%d CPUs (%s), %s=%s (cpu_kernels.py: 1 = oneDNN kernels under TensorFlow 2.x)%s'
+             % (results['cpus'], results.get('cpu_vector_extensions') or 'vector extensions unknown',
+                cpu_kernels.ONEDNN, results.get(cpu_kernels.ONEDNN),
+                ', %s=%s' % (ONEDNN_ISA, results[ONEDNN_ISA]) if results.get(ONEDNN_ISA) else '')]
     if 'compute' in results:
         lines += [''] + format_measurements(results)
     epochs = results.get('epochs')
@@ -692,6 +709,8 @@ def main(argv=None):
     started = time.time()
     results = {'date': time.strftime('%Y-%m-%d %H:%M'), 'cpus': os.cpu_count(),
                cpu_kernels.ONEDNN: os.environ.get(cpu_kernels.ONEDNN),
+               'cpu_vector_extensions': cpu_vector_extensions(),
+               ONEDNN_ISA: os.environ.get(ONEDNN_ISA),
                'python': sys.version.split()[0], 'settings': settings}
     for part in () if args.laptop else ('compute', 'training', 'pipeline'):
         print('measuring %s ...' % part, flush=True)

@@ -19,6 +19,8 @@ def test_quick_bench_prints_the_table_and_writes_json(tmp_path, capsys):
     # Which CPU kernels ran (conftest, as every script, leaves a value set by hand alone).
     assert results['TF_ENABLE_ONEDNN_OPTS'] == os.environ['TF_ENABLE_ONEDNN_OPTS']
     assert 'TF_ENABLE_ONEDNN_OPTS=%s' % os.environ['TF_ENABLE_ONEDNN_OPTS'] in printed
+    assert results['cpu_vector_extensions'] == bench.cpu_vector_extensions()
+    assert '(%s)' % (results['cpu_vector_extensions'] or 'vector extensions unknown') in printed
     assert results['compute']['matmul_gflops'] > 0
     assert [row['batch'] for row in results['compute']['forward']] == [1, 8]
     # 2 x the layer table's connections: the paper-style count of AlexNet's forward pass.
@@ -66,3 +68,30 @@ def test_generated_photos_are_labelled_by_tint(tmp_path):
 def test_bad_arguments_stop_with_a_message(capsys):
     assert bench.main(['--repeats', '0']) == 2
     assert 'at least 1' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('flags, widest', [
+    ('fpu sse2 avx avx2 fma avx512f avx512bw', 'AVX-512'),
+    ('fpu sse2 avx fma avx2', 'AVX2'),            # the order of the list does not matter
+    ('fpu sse2 avx', 'AVX'),
+    ('fpu sse2 sse4_2', None),
+])
+def test_cpu_vector_extensions_reads_the_widest_from_the_flags(tmp_path, flags, widest):
+    cpuinfo = tmp_path / 'cpuinfo'
+    cpuinfo.write_text('processor\t: 0\nmodel name\t: some CPU avx512f\nflags\t\t: %s\n'
+                       'bugs\t\t: avx512f\n' % flags)
+    assert bench.cpu_vector_extensions(str(cpuinfo)) == widest
+
+
+def test_cpu_vector_extensions_without_a_list_is_unknown(tmp_path):
+    assert bench.cpu_vector_extensions(str(tmp_path / 'missing')) is None
+    (tmp_path / 'empty').write_text('processor\t: 0\n')
+    assert bench.cpu_vector_extensions(str(tmp_path / 'empty')) is None
+
+
+def test_the_report_names_the_cpu_and_onednns_isa_switch_when_set():
+    results = {'cpus': 2, 'cpu_vector_extensions': 'AVX-512', 'TF_ENABLE_ONEDNN_OPTS': '1'}
+    assert bench.format_report(results).splitlines()[0].startswith('2 CPUs (AVX-512), ')
+    assert 'ONEDNN_MAX_CPU_ISA' not in bench.format_report(dict(results, ONEDNN_MAX_CPU_ISA=None))
+    assert bench.format_report(dict(results, ONEDNN_MAX_CPU_ISA='AVX2')).splitlines()[0].endswith(
+        ', ONEDNN_MAX_CPU_ISA=AVX2')

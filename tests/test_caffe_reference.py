@@ -141,9 +141,13 @@ def test_compare_on_photos(setup, tmp_path):
         assert [e['index'] for e in entry['ours']] == [e['index'] for e in entry['opencv']]
         assert len(entry['ours']) == 3
         np.testing.assert_allclose([e['prob'] for e in entry['ours']],
-                                   [e['prob'] for e in entry['opencv']], atol=1e-4)
+                                   [e['prob'] for e in entry['opencv']],
+                                   atol=result['layers']['prob']['tolerance']
+                                   * result['layers']['prob']['max_abs'])
     assert sorted(result['layers']) == sorted(LAYERS + ('prob',))
-    assert all(d['relative'] <= caffe_reference.TOLERANCE for d in result['layers'].values())
+    assert all(d['relative'] <= d['tolerance'] for d in result['layers'].values())
+    assert all(d['tolerance'] == caffe_reference.TOLERANCE for name, d in result['layers'].items()
+               if name != 'prob')
     text = caffe_reference.format_comparison(result)
     assert 'not the BVLC file' in text and 'ABOVE' not in text and 'DIFFERENT' not in text
     assert all(photo in text for photo in photos) and 'error: ' in text
@@ -173,3 +177,24 @@ def test_every_script_takes_a_caffemodel_as_weights(setup):
                                                               for e in from_npz[0]['top']]
     np.testing.assert_allclose([e['prob'] for e in from_caffemodel[0]['top']],
                                [e['prob'] for e in from_npz[0]['top']], rtol=1e-6)
+
+
+def test_probabilities_are_allowed_half_the_logits_absolute_tolerance():
+    """Softmax moves a probability by at most half the largest change of the logits: the
+    prob layer's allowance follows fc8's scale, and only prob's."""
+    logits = np.array([[300.0, 299.5, -40.0]])
+    moved = logits + [[4e-4, -4e-4, 0.0]]         # fc8 off by 1.3e-6 of its largest value
+    probs = [np.exp(z - z.max()) / np.exp(z - z.max()).sum() for z in (logits, moved)]
+    got = caffe_reference.differences({'fc8': moved, 'prob': probs[1]},
+                                      {'fc8': logits, 'prob': probs[0]})
+    assert got['fc8']['tolerance'] == caffe_reference.TOLERANCE
+    # 'tolerance' is relative to the layer's largest value, as 'relative' is
+    largest = probs[0].max()
+    assert got['prob']['tolerance'] == pytest.approx(0.5 * caffe_reference.TOLERANCE * 300 / largest)
+    # the probabilities moved by more than TOLERANCE, and within half the logits' change
+    assert caffe_reference.TOLERANCE < got['prob']['max_abs_diff'] <= 0.5 * 8e-4
+    assert got['prob']['relative'] <= got['prob']['tolerance']
+    # small logits: TOLERANCE itself
+    small = caffe_reference.differences({'fc8': logits / 1e4, 'prob': probs[0]},
+                                        {'fc8': logits / 1e4, 'prob': probs[0]})
+    assert small['prob']['tolerance'] == caffe_reference.TOLERANCE
