@@ -94,7 +94,6 @@ def gpu_visible():
     return bool(tf.config.experimental.list_physical_devices('GPU'))
 
 
-@functools.lru_cache(maxsize=1)
 def onednn_cpu():
     """Whether TensorFlow runs on oneDNN's CPU kernels (TF 2.x, see cpu_kernels.py) and
     sees no GPU: then one conv2d op convolves all groups (conv_groups)."""

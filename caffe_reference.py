@@ -169,10 +169,9 @@ def differences(ours, theirs):
                         'relative': diff / scale if scale else diff, 'tolerance': TOLERANCE}
     if 'prob' in result and 'fc8' in result:
         # A softmax output moves by at most half the largest change of its inputs, so prob
-        # is allowed half of what fc8 is allowed in absolute terms (here as a ratio to prob's
-        # largest value, as 'relative' is):
-        # with logits in the hundreds, as a random-weight net's are, float32's last digits
-        # move probabilities by more than TOLERANCE itself.
+        # is allowed half of fc8's absolute allowance (as a ratio to prob's largest value,
+        # as 'relative' is). With logits in the hundreds, as a random-weight net's are,
+        # float32's last digits move probabilities by more than TOLERANCE itself.
         result['prob']['tolerance'] = max(
             TOLERANCE, 0.5 * TOLERANCE * result['fc8']['max_abs'] / (result['prob']['max_abs'] or 1))
     return result

@@ -290,6 +290,14 @@ def test_main_prints_table_and_writes_graph(tmp_path, capsys):
     assert {'conv1/weights', 'conv2/relu', 'fc8/biases'} <= node_names
 
 
+def test_one_conv2d_for_the_groups_only_on_onednn_without_a_gpu(monkeypatch):
+    tf2 = int(tf.VERSION.split('.')[0]) >= 2
+    # conftest, as every script, leaves TF_ENABLE_ONEDNN_OPTS as set, else cpu_kernels sets 1
+    assert alexnet.onednn_cpu() == (tf2 and os.environ['TF_ENABLE_ONEDNN_OPTS'] == '1')
+    monkeypatch.setattr(alexnet, 'gpu_visible', lambda: True)   # a GPU: cuDNN, per group
+    assert not alexnet.onednn_cpu()
+
+
 def test_groups_are_one_conv2d_on_onednn_else_one_per_group(graph, conv_path):
     build()
     convs = {name: [op for op in graph.get_operations()

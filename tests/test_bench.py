@@ -20,6 +20,7 @@ def test_quick_bench_prints_the_table_and_writes_json(tmp_path, capsys):
     assert results['TF_ENABLE_ONEDNN_OPTS'] == os.environ['TF_ENABLE_ONEDNN_OPTS']
     assert 'TF_ENABLE_ONEDNN_OPTS=%s' % os.environ['TF_ENABLE_ONEDNN_OPTS'] in printed
     assert results['cpu_vector_extensions'] == bench.cpu_vector_extensions()
+    assert results['ONEDNN_MAX_CPU_ISA'] == os.environ.get('ONEDNN_MAX_CPU_ISA')
     assert '(%s)' % (results['cpu_vector_extensions'] or 'vector extensions unknown') in printed
     assert results['compute']['matmul_gflops'] > 0
     assert [row['batch'] for row in results['compute']['forward']] == [1, 8]
