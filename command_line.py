@@ -131,6 +131,9 @@ def run_main(body, errors=()):
         return body() or EXIT_OK
     except tuple(errors) as err:
         return fail(err)
+    except MemoryError:
+        return fail('out of memory: close other programs, or give fewer or smaller inputs '
+                    '(a smaller --batch-size where there is one)')
     except KeyboardInterrupt:
         print('\ninterrupted', file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -150,7 +150,7 @@ def read_image(path, draft=False):
             if not draft and _reduction(image.size) > 1:
                 image = image.reduce(_reduction(image.size))
             return _to_rgb(image)
-    except ImageError:
+    except (ImageError, MemoryError):   # out of memory says nothing about the file: not a skip
         raise
     except Image.DecompressionBombError:      # PIL's own limit, above ours: the same answer
         raise ImageError('%s: more than the %d million pixels read at most; skipped'

@@ -39,6 +39,14 @@ def test_run_main_turns_failures_into_statuses(capsys):
     assert command_line.run_main(fails, errors=(Oops,)) == 2
     assert capsys.readouterr().err == 'error: the file is broken\n'
     assert command_line.run_main(interrupted) == 130
+
+    def out_of_memory():
+        raise MemoryError
+
+    capsys.readouterr()
+    assert command_line.run_main(out_of_memory) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: out of memory: ') and err.count('\n') == 1
     with pytest.raises(ZeroDivisionError):          # a bug is not dressed up as bad input
         command_line.run_main(lambda: 1 / 0, errors=(Oops,))
 

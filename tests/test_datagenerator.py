@@ -177,6 +177,18 @@ def test_reads_every_format_and_skips_files_that_fail(tmp_path):
     assert images.shape == (len(good), 227, 227, 3)
 
 
+def test_out_of_memory_stops_the_epoch_instead_of_skipping_the_photo(tmp_path, monkeypatch):
+    items = [(save(tmp_path / ('%d.png' % i), photo(60, 80, seed=i)), i % 2) for i in range(3)]
+
+    def no_memory(path):
+        raise MemoryError
+
+    monkeypatch.setattr(image_files, 'read_image', no_memory)
+    # TensorFlow's error for out of memory, which finetune.py turns into one line
+    with pytest.raises(tf.errors.ResourceExhaustedError):
+        read_epoch(lambda: dg.make_dataset(items, 2, training=True, seed=0))
+
+
 def test_no_items_is_an_error():
     with pytest.raises(dg.EmptyDatasetError, match='no images'):
         dg.make_dataset([], 4, training=True)

@@ -230,3 +230,16 @@ def test_image_paths_takes_files_as_given_and_walks_folders(tmp_path):
                                               str(tmp_path / 'missing.jpg')])
     assert files == [given, folder_image]
     assert skipped == [(str(tmp_path / 'missing.jpg'), 'no such file or folder')]
+
+
+def test_out_of_memory_is_not_taken_for_a_broken_file(tmp_path, monkeypatch):
+    """A photo that cannot be decoded for want of memory is not skipped as unreadable:
+    training would lose it without a word."""
+    path = save(tmp_path / 'good.png', photo(40, 30))
+
+    def no_memory(self, *args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(Image.Image, 'load', no_memory)
+    with pytest.raises(MemoryError):
+        image_files.read_image(path)
