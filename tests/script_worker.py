@@ -50,8 +50,11 @@ class ScriptWorker(object):
         self.close()
 
     def _start(self):
+        # glibc reserves 64 MB of address space per thread arena, up to 8 per core: with
+        # TensorFlow's and tf.data's threads that alone could meet the limit on a busy
+        # machine, and a case would run out of memory for no reason of its own.
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', OPENBLAS_NUM_THREADS='1',
-                   PYTHONDONTWRITEBYTECODE='1', PYTHONIOENCODING='utf-8')
+                   PYTHONDONTWRITEBYTECODE='1', PYTHONIOENCODING='utf-8', MALLOC_ARENA_MAX='2')
         self.process = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), str(self.limit_mb)], cwd=REPO,
             env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
